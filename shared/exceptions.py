@@ -1,12 +1,12 @@
 """Exceptions of the push server, named after what went wrong.
 
-    PushServerError
-    ├── SettingsError              a PUSH_ variable is missing or invalid
-    ├── MigrationError             a migration file cannot be applied
-    │   └── MigrationChanged       an applied migration file was edited afterwards
-    └── SecretError                a secret value cannot be encrypted or decrypted
-        ├── UnknownMasterKey       the value names a master key that is not configured
-        └── SecretTampered         the value fails authentication (corrupt or altered)
+PushServerError
+├── SettingsError              a PUSH_ variable is missing or invalid
+├── MigrationError             a migration file cannot be applied
+│   └── MigrationChanged       an applied migration file was edited afterwards
+└── SecretError                a secret value cannot be encrypted or decrypted
+    ├── UnknownMasterKey       the value names a master key that is not configured
+    └── SecretTampered         the value fails authentication (corrupt or altered)
 """
 
 from __future__ import annotations

@@ -57,7 +57,9 @@ def discover(directory: Path) -> list[Migration]:
     return migrations
 
 
-async def migrate(connection: asyncpg.Connection, directory: Path = DEFAULT_MIGRATIONS_DIR) -> list[str]:
+async def migrate(
+    connection: asyncpg.Connection, directory: Path = DEFAULT_MIGRATIONS_DIR
+) -> list[str]:
     """Apply every migration not applied yet; return the versions applied now.
 
     An advisory lock makes a second concurrent run wait, then find nothing to do.
@@ -66,9 +68,14 @@ async def migrate(connection: asyncpg.Connection, directory: Path = DEFAULT_MIGR
     await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
     try:
         await connection.execute(CREATE_HISTORY_TABLE)
-        applied = dict(await connection.fetch("SELECT version, checksum FROM push_schema_migration"))
+        rows = await connection.fetch("SELECT version, checksum FROM push_schema_migration")
+        applied = {row["version"]: row["checksum"] for row in rows}
         check_unchanged(migrations, applied)
-        return [m.version for m in migrations if m.version not in applied and await apply(connection, m)]
+
+        pending = [m for m in migrations if m.version not in applied]
+        for migration in pending:
+            await apply(connection, migration)
+        return [migration.version for migration in pending]
     finally:
         await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
 
@@ -84,7 +91,7 @@ def check_unchanged(migrations: list[Migration], applied: dict[str, str]) -> Non
             )
 
 
-async def apply(connection: asyncpg.Connection, migration: Migration) -> bool:
+async def apply(connection: asyncpg.Connection, migration: Migration) -> None:
     logger.info("applying migration %s", migration.path.name)
     async with connection.transaction():
         try:
@@ -96,7 +103,6 @@ async def apply(connection: asyncpg.Connection, migration: Migration) -> bool:
             migration.version,
             migration.checksum,
         )
-    return True
 
 
 async def run(directory: Path) -> list[str]:
@@ -111,7 +117,10 @@ async def run(directory: Path) -> list[str]:
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="push-server migrate", description=__doc__)
     parser.add_argument(
-        "--directory", type=Path, default=DEFAULT_MIGRATIONS_DIR, help="folder of NNNN_name.sql files"
+        "--directory",
+        type=Path,
+        default=DEFAULT_MIGRATIONS_DIR,
+        help="folder of NNNN_name.sql files",
     )
     arguments = parser.parse_args(argv)
     configure_logging()

@@ -111,7 +111,9 @@ async def rotate_column(
             return rotated
         last_id = rows[-1]["id"]
         stale = [(row["id"], row["value"]) for row in rows if box.needs_rotation(row["value"])]
-        updates = [(row_id, box.encrypt(box.decrypt(value, column), column)) for row_id, value in stale]
+        updates = [
+            (row_id, box.encrypt(box.decrypt(value, column), column)) for row_id, value in stale
+        ]
         if updates:
             await connection.executemany(
                 f"UPDATE {table} SET {column} = $2 WHERE id = $1 AND {column} IS NOT NULL", updates
@@ -129,7 +131,7 @@ async def rotate_all(connection: asyncpg.Connection, box: SecretBox) -> dict[str
 
 
 async def run_rotation() -> dict[str, int]:
-    settings = load_settings()
+    settings: Settings = load_settings()
     box = SecretBox.from_settings(settings)
     connection = await asyncpg.connect(settings.database_url.get_secret_value())
     try:

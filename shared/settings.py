@@ -169,7 +169,9 @@ def describe_errors(error: ValidationError) -> str:
     for item in error.errors():
         field = str(item["loc"][0]) if item["loc"] else "?"
         variable = f"PUSH_{field.upper()}"
-        problem = "is missing" if item["type"] == "missing" else item["msg"].removeprefix("Value error, ")
+        problem = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "missing":
+            problem = "is missing"
         model_field = Settings.model_fields.get(field)
         description = model_field.description if model_field else None
         expected = f" (expected: {description})" if description else ""
