@@ -97,6 +97,18 @@ class Settings(DatabaseSettings):
     powerauth_url: str | None = None
 
     queue_prefix: str = Field(default="push", pattern=r"^[A-Za-z0-9_.-]+$")
+    # REST API behaviour (names follow the original's powerauth.push.service.* properties).
+    application_name: str = "powerauth-push"
+    application_display_name: str = "PowerAuth Push Server"
+    application_environment: str = ""
+    registration_multiple_activations_enabled: bool = False
+    powerauth_timeout_s: float = Field(default=10.0, gt=0)
+    send_batch_max_messages: int = Field(default=500, ge=1, le=100_000)
+    send_sync_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    send_sync_poll_s: float = Field(default=1.0, gt=0)
+    idempotency_ttl_s: float = Field(default=86_400.0, gt=0)
+    api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    api_max_bulk_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     database_pool_size: int = Field(default=10, ge=1, le=500)
     worker_prefetch: int = Field(default=8, ge=1, le=1000)
     delivery_batch_size: int = Field(default=500, ge=1, le=10_000)
@@ -106,6 +118,8 @@ class Settings(DatabaseSettings):
     retry_base_s: float = Field(default=2.0, gt=0)
     retry_max_s: float = Field(default=3600.0, gt=0)
     credentials_max_wait_s: float = Field(default=86_400.0, gt=0)
+    credentials_retry_s: float = Field(default=60.0, gt=0)
+    fcm_messages_per_minute: int = Field(default=600_000, ge=1)
     sweep_interval_s: float = Field(default=5.0, gt=0)
     sweep_grace_s: float = Field(default=60.0, gt=0)
 
