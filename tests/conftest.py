@@ -28,15 +28,6 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 # Queue suffixes declared by the queue topology; the fixture deletes them after each test.
 QUEUE_SUFFIXES = ("delivery", "campaign", "ingest", "dead")
 
-TABLES = (
-    "push_campaign_device",
-    "push_campaign_user",
-    "push_campaign",
-    "push_message",
-    "push_device",
-    "push_app_credentials",
-)
-
 
 def read_env_file() -> dict[str, str]:
     """Read `export NAME=value` lines of .run/env, for runs outside deploy/local/test."""
@@ -130,10 +121,21 @@ async def session_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     await pool.close()
 
 
+@pytest.fixture(scope="session")
+async def truncate_statement(session_pool: asyncpg.Pool) -> str:
+    """TRUNCATE of every table the migrations created, the migration history excepted."""
+    rows = await session_pool.fetch(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        " AND tablename <> 'push_schema_migration'"
+    )
+    names = ", ".join(row["tablename"] for row in rows)
+    return f"TRUNCATE {names} RESTART IDENTITY CASCADE"
+
+
 @pytest.fixture
-async def pool(session_pool: asyncpg.Pool) -> asyncpg.Pool:
+async def pool(session_pool: asyncpg.Pool, truncate_statement: str) -> asyncpg.Pool:
     """The test database's pool, with every table emptied before the test."""
-    await session_pool.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+    await session_pool.execute(truncate_statement)
     return session_pool
 
 
