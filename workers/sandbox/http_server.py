@@ -18,7 +18,7 @@ import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import h2.config
 import h2.connection
@@ -187,7 +187,8 @@ class SandboxProtocol(asyncio.Protocol):
         self.handler: _Http2Handler | _Http1Handler | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's TLS transport does not subclass asyncio.Transport but has its methods.
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         ssl_object = transport.get_extra_info("ssl_object")
         protocol = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
@@ -328,7 +329,9 @@ class _Http2Handler:
 
         goaway_after = self.service.policy.goaway_after_streams
         if goaway_after is not None and self.streams_seen >= goaway_after:
-            self._send_goaway(stream_id)
+            # Later streams are refused now; the GOAWAY frame follows this stream's response
+            # so that clients which stop reading streams after a GOAWAY still get it.
+            self.goaway_stream_id = stream_id
 
     def _data_frame_received(self, event: h2.events.DataReceived) -> None:
         stream_id = event.stream_id
@@ -358,8 +361,9 @@ class _Http2Handler:
 
     def _stream_reset(self, stream_id: int) -> None:
         if self.pending.pop(stream_id, None) is not None:
-            self._stream_finished()
-        self.queued_bodies.pop(stream_id, None)
+            self._stream_finished(stream_id)
+        elif self.queued_bodies.pop(stream_id, None) is not None:
+            self._stream_finished(stream_id)
 
     def _send_delayed(self, stream_id: int, response: Response) -> None:
         if self.closed:
@@ -375,16 +379,16 @@ class _Http2Handler:
                 self._send_body(stream_id, response.body)
             else:
                 self.h2.send_headers(stream_id, headers, end_stream=True)
-                self._stream_finished()
+                self._stream_finished(stream_id)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             # The client reset the stream while its response was delayed.
-            self._stream_finished()
+            self._stream_finished(stream_id)
 
     def _send_body(self, stream_id: int, body: bytes) -> None:
         window = min(self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size)
         if len(body) <= window:
             self.h2.send_data(stream_id, body, end_stream=True)
-            self._stream_finished()
+            self._stream_finished(stream_id)
             return
         if window > 0:
             self.h2.send_data(stream_id, body[:window])
@@ -396,17 +400,20 @@ class _Http2Handler:
             try:
                 self._send_body(stream_id, body)
             except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
-                self._stream_finished()
+                self._stream_finished(stream_id)
 
-    def _stream_finished(self) -> None:
+    def _stream_finished(self, stream_id: int) -> None:
         self.active_streams -= 1
-        if self.goaway_stream_id is not None and self.active_streams <= 0:
+        if self.goaway_stream_id is None:
+            return
+        if stream_id == self.goaway_stream_id:
+            self._send_goaway(stream_id)
+        if self.active_streams <= 0:
             self.loop.call_soon(self._close_after_goaway)
 
     def _send_goaway(self, last_stream_id: int) -> None:
-        # h2 allows no frame at all after its own close_connection(), but the streams up to
-        # Last-Stream-ID must still be answered, so the GOAWAY frame is written directly.
-        self.goaway_stream_id = last_stream_id
+        # h2 allows no frame at all after its own close_connection(), but streams below
+        # Last-Stream-ID may still need their answers, so the GOAWAY frame is written directly.
         frame = GoAwayFrame(
             stream_id=0,
             last_stream_id=last_stream_id,
