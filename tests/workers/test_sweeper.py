@@ -70,8 +70,8 @@ async def test_sweep_publishes_due_retries_and_expired_leases(
     not_due = await rows.message(app, device)
     await pool.execute("UPDATE push_message SET next_attempt_at = now() WHERE id = $1", retry)
     await pool.execute(
-        "UPDATE push_message SET status = 2, lease_expires_at = now() - interval '1 second'"
-        " WHERE id = $1",
+        "UPDATE push_message SET status = 2, lease_expires_at = now() - interval '1 second',"
+        " timestamp_queued = now() - interval '1 minute' WHERE id = $1",
         expired,
     )
     await pool.execute(
