@@ -224,11 +224,12 @@ class Worker:
         )
         await message.ack()
 
-    async def run(self) -> None:
-        """Run until SIGTERM or SIGINT, then shut down gracefully."""
-        loop = asyncio.get_running_loop()
-        for signal_number in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signal_number, self.stop.set)
+    async def run(self, install_signal_handlers: bool = True) -> None:
+        """Run until SIGTERM or SIGINT (or `stop` is set), then shut down gracefully."""
+        if install_signal_handlers:
+            loop = asyncio.get_running_loop()
+            for signal_number in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signal_number, self.stop.set)
 
         await self.start()
         sweeper = asyncio.create_task(self.sweeper.run(self.stop))

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
+
+from shared.secrets import SecretBox
+from shared.settings import Settings
+from workers.sandbox.control import SandboxAdmin, SandboxProcess
+from workers.sandbox.credentials import ApnsSigningKey, FcmServiceAccount, HmsClientCredentials
 
 
 @dataclass
@@ -113,3 +120,66 @@ class Rows:
 @pytest.fixture
 def rows(pool: asyncpg.Pool) -> Rows:
     return Rows(pool)
+
+
+@pytest.fixture(scope="session")
+def provider_sandbox() -> Iterator[SandboxProcess]:
+    """One sandbox for the worker tests, counting accepted sends per token."""
+    process = SandboxProcess(extra_args=["--count-tokens", "--seed", "3"])
+    process.start()
+    yield process
+    process.stop()
+
+
+@dataclass
+class SandboxApplication:
+    """An application whose credentials are stored encrypted and known to the sandbox."""
+
+    row_id: int
+    apns: ApnsSigningKey
+    fcm: FcmServiceAccount
+    hms: HmsClientCredentials
+
+
+async def create_sandbox_application(
+    rows: Rows, box: SecretBox, admin: SandboxAdmin, app_id: str = "demo-app"
+) -> SandboxApplication:
+    """Generate real-format credentials, store them encrypted and register them."""
+    apns = ApnsSigningKey.generate(bundle_id="com.example.push")
+    fcm = FcmServiceAccount.generate(project_id=f"project-{app_id}")
+    hms = HmsClientCredentials.generate()
+    await admin.aregister_apns_key(apns)
+    await admin.aregister_fcm_account(fcm)
+    await admin.aregister_hms_app(hms)
+    row_id = await rows.app(
+        app_id,
+        ios_key_id=apns.key_id,
+        ios_team_id=apns.team_id,
+        ios_bundle=apns.bundle_id,
+        ios_private_key=box.encrypt(apns.private_key_pem.encode(), "ios_private_key"),
+        android_project_id=fcm.project_id,
+        android_private_key=box.encrypt(
+            orjson.dumps(fcm.service_account_info()), "android_private_key"
+        ),
+        hms_project_id=hms.client_id,
+        hms_client_id=hms.client_id,
+        hms_client_secret=box.encrypt(hms.client_secret.encode(), "hms_client_secret"),
+    )
+    return SandboxApplication(row_id, apns, fcm, hms)
+
+
+def sandbox_settings(settings: Settings, sandbox: SandboxProcess, **overrides: Any) -> Settings:
+    """The test settings pointed at the sandbox's URLs and CA."""
+    urls = sandbox.urls
+    values = {
+        "apns_production_url": urls.apns_url,
+        "apns_development_url": urls.apns_development_url,
+        "fcm_url": urls.fcm_url,
+        "fcm_token_url": urls.fcm_token_url,
+        "hms_url": urls.hms_url,
+        "hms_token_url": urls.hms_token_url,
+        "ca_file": urls.ca_file,
+        "worker_metrics_port": 0,
+        **overrides,
+    }
+    return settings.model_copy(update=values)

@@ -1,0 +1,168 @@
+"""A worker delivering through the real provider clients to the sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from shared.queue import Publisher, QueueNames
+from shared.secrets import SecretBox
+from shared.settings import Settings
+from tests.workers.conftest import (
+    Rows,
+    SandboxApplication,
+    create_sandbox_application,
+    sandbox_settings,
+)
+from workers.delivery_worker import Worker
+from workers.sandbox.control import SandboxProcess
+
+
+@pytest.fixture
+async def application(
+    rows: Rows, secret_box: SecretBox, provider_sandbox: SandboxProcess
+) -> SandboxApplication:
+    await provider_sandbox.admin.areset(everything=True)
+    await provider_sandbox.admin.aupdate_settings(count_tokens=True)
+    return await create_sandbox_application(rows, secret_box, provider_sandbox.admin)
+
+
+@pytest.fixture
+async def worker_settings(settings: Settings, provider_sandbox: SandboxProcess) -> Settings:
+    return sandbox_settings(settings, provider_sandbox, sweep_interval_s=0.5)
+
+
+@pytest.fixture
+async def running_worker(worker_settings: Settings) -> AsyncIterator[Worker]:
+    worker = Worker(worker_settings)
+    task = asyncio.create_task(worker.run(install_signal_handlers=False))
+    while not worker.consumers and not task.done():
+        await asyncio.sleep(0.05)
+    yield worker
+    worker.stop.set()
+    await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture
+async def publisher(worker_settings: Settings) -> AsyncIterator[Publisher]:
+    publisher = await Publisher.open(
+        worker_settings.amqp_url.get_secret_value(), QueueNames(worker_settings.queue_prefix), 50
+    )
+    yield publisher
+    await publisher.close()
+
+
+async def wait_until_finished(pool: asyncpg.Pool, table: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while await pool.fetchval(f"SELECT count(*) FROM {table} WHERE status IN (0, 2)"):
+        if time.monotonic() > deadline:
+            rows = await pool.fetch(f"SELECT id, status, failure_reason FROM {table}")
+            raise AssertionError(f"rows still open after {timeout_s} s: {rows[:5]}")
+        await asyncio.sleep(0.1)
+
+
+async def test_messages_delivered_to_every_provider(
+    rows: Rows,
+    pool: asyncpg.Pool,
+    application: SandboxApplication,
+    running_worker: Worker,
+    publisher: Publisher,
+    provider_sandbox: SandboxProcess,
+) -> None:
+    app = application.row_id
+    apns_token = "ab" * 32
+    fcm_token = "fcm-token-" + "x" * 140
+    hms_token = "0" * 40 + "hms" * 30
+    ids = [
+        await rows.message(app, await rows.device(app, apns_token, platform="apns", user_id="u1")),
+        await rows.message(app, await rows.device(app, fcm_token, platform="fcm", user_id="u2")),
+        await rows.message(app, await rows.device(app, hms_token, platform="hms", user_id="u3")),
+    ]
+
+    await publisher.publish_delivery(pool, "message", ids)
+    await wait_until_finished(pool, "push_message")
+    stored = await pool.fetch("SELECT * FROM push_message ORDER BY id")
+    counts = {
+        "apns": await provider_sandbox.admin.atoken_counts("apns", [apns_token]),
+        "fcm": await provider_sandbox.admin.atoken_counts("fcm", [fcm_token]),
+        "hms": await provider_sandbox.admin.atoken_counts("hms", [hms_token]),
+    }
+
+    assert [row["status"] for row in stored] == [1, 1, 1], [r["failure_reason"] for r in stored]
+    assert all(row["provider_message_id"] for row in stored)
+    assert counts == {
+        "apns": {apns_token: 1},
+        "fcm": {fcm_token: 1},
+        "hms": {hms_token: 1},
+    }
+
+
+async def test_unregistered_token_invalidates_device(
+    rows: Rows,
+    pool: asyncpg.Pool,
+    application: SandboxApplication,
+    running_worker: Worker,
+    publisher: Publisher,
+    provider_sandbox: SandboxProcess,
+) -> None:
+    app = application.row_id
+    token = "cd" * 32
+    await provider_sandbox.admin.aadd_fault("apns", "unregistered", token=token)
+    device = await rows.device(app, token, platform="apns")
+    message = await rows.message(app, device)
+
+    await publisher.publish_delivery(pool, "message", [message])
+    await wait_until_finished(pool, "push_message")
+    stored = await rows.status_of("push_message", message)
+    device_row = await rows.status_of("push_device", device)
+
+    assert stored["status"] == -1
+    assert stored["failure_reason"] == "Unregistered"
+    assert device_row["timestamp_token_invalidated"] is not None
+
+
+async def test_lost_publish_recovered_by_sweeper(
+    rows: Rows,
+    pool: asyncpg.Pool,
+    application: SandboxApplication,
+    running_worker: Worker,
+) -> None:
+    app = application.row_id
+    device = await rows.device(app, "ef" * 32, platform="apns")
+    message = await rows.message(app, device)
+
+    await wait_until_finished(pool, "push_message")
+    stored = await rows.status_of("push_message", message)
+
+    assert stored["status"] == 1
+
+
+async def test_campaign_sent_once_per_device(
+    rows: Rows,
+    pool: asyncpg.Pool,
+    application: SandboxApplication,
+    running_worker: Worker,
+    publisher: Publisher,
+    provider_sandbox: SandboxProcess,
+) -> None:
+    app = application.row_id
+    tokens = [f"{i:064x}" for i in range(1, 121)]
+    for i, token in enumerate(tokens):
+        await rows.device(
+            app, token, platform="apns", user_id=f"user-{i % 60}", activation_id=f"act-{i}"
+        )
+    campaign = await rows.campaign(app, [f"user-{i}" for i in range(60)])
+
+    await publisher.publish_campaign_job(campaign)
+    await asyncio.sleep(0.5)
+    await wait_until_finished(pool, "push_campaign_device")
+    counts = await provider_sandbox.admin.atoken_counts("apns", tokens)
+    stored = await rows.status_of("push_campaign", campaign)
+
+    assert set(counts.values()) == {1}
+    assert len(counts) == 120
+    assert stored["state"] == "completed"
