@@ -164,6 +164,7 @@ class FcmService:
             self.state.counters.reject(PROVIDER, "oauth_" + _oauth_error_name(outcome))
             return outcome
 
+        self._forget_tokens_after_registry_change()
         access_token = "ya29.sandbox-" + secrets.token_urlsafe(32)
         if len(self._access_tokens) >= MAX_CACHED_ACCESS_TOKENS:
             self._drop_expired_tokens()
@@ -257,13 +258,15 @@ class FcmService:
             name = f"projects/{project_id}/messages/0:{next(self._message_ids)}%sandbox"
         return Response(200, _JSON_HEADERS, orjson.dumps({"name": name}), delay_s=delay_s)
 
-    def _authenticate(self, headers: Headers) -> FcmAccount:
+    def _forget_tokens_after_registry_change(self) -> None:
+        # Access tokens of re-registered or removed apps must not keep working.
         registry = self.state.registry
         if registry.version != self._registry_version:
-            # Tokens of re-registered or removed accounts must not keep working.
             self._access_tokens.clear()
             self._registry_version = registry.version
 
+    def _authenticate(self, headers: Headers) -> FcmAccount:
+        self._forget_tokens_after_registry_change()
         authorization = None
         for name, value in headers:
             if name == b"authorization":

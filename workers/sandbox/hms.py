@@ -109,6 +109,7 @@ class HmsService:
             self.state.counters.reject(PROVIDER, "oauth_invalid_client")
             return _oauth_error(1101, "invalid client")
 
+        self._forget_tokens_after_registry_change()
         if len(self._access_tokens) >= MAX_CACHED_ACCESS_TOKENS:
             self._access_tokens.clear()
         access_token = "sandbox-hms-" + secrets.token_urlsafe(32)
@@ -150,12 +151,15 @@ class HmsService:
             return self._answer(200, CODE_PARTIAL_SUCCESS, orjson.dumps(result).decode(), delay_s)
         return self._answer(200, CODE_SUCCESS, "Success", delay_s)
 
-    def _authenticate(self, headers: Headers) -> HmsApp:
+    def _forget_tokens_after_registry_change(self) -> None:
+        # Access tokens of re-registered or removed apps must not keep working.
         registry = self.state.registry
         if registry.version != self._registry_version:
             self._access_tokens.clear()
             self._registry_version = registry.version
 
+    def _authenticate(self, headers: Headers) -> HmsApp:
+        self._forget_tokens_after_registry_change()
         authorization = next((value for name, value in headers if name == b"authorization"), b"")
         if authorization[:7].lower() != b"bearer ":
             raise HmsRejection(401, CODE_AUTH_ERROR, "Oauth authentication error")
