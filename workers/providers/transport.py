@@ -9,10 +9,11 @@ package and 960 for httpx.
 What the transport guarantees and who does it:
 - Concurrent-stream limit: the h2 crate never opens more streams than the server's
   SETTINGS_MAX_CONCURRENT_STREAMS and queues the rest on the connection.
-- GOAWAY: hyper stops using a connection after a GOAWAY; requests the server refused
-  (streams above the GOAWAY last-stream id, RST_STREAM REFUSED_STREAM) are retried by
-  reqwest on a new connection. The transport retries a request that failed before
-  any response once more on a new connection (`retry_on_connection_error`).
+- GOAWAY: hyper stops using a connection after a GOAWAY and opens a new one. pyreqwest
+  0.15 (reqwest 0.13) does not retry the streams the server never processed (above
+  the GOAWAY's last-stream id, or reset with REFUSED_STREAM), so the transport retries
+  them, up to MAX_UNPROCESSED_RETRIES times. A request whose connection died under it
+  is retried once on a new connection (`retry_on_connection_error`).
 - Dead connections: HTTP/2 PING every `keepalive_interval_s`, also while idle; no
   PING ACK within `keepalive_timeout_s` closes the connection. Every request has a
   total timeout.
@@ -59,6 +60,10 @@ class TransportError(Exception):
     reason = "connection_error"
 
 
+class RequestNotProcessed(TransportError):
+    """The server refused the stream or it was above a GOAWAY's last-stream id."""
+
+
 class TransportTimeout(TransportError):
     """A request got no complete response within its timeout."""
 
@@ -96,6 +101,23 @@ class Transport(abc.ABC):
 
 
 TransportFactory = Callable[[], Transport]
+
+# Texts of the h2 crate's errors (as pyreqwest lists them in the error's causes) for
+# streams the server never processed: RST_STREAM(REFUSED_STREAM), GOAWAY(NO_ERROR) for
+# streams above its last-stream id, and a request whose connection task ended before
+# the request was written.
+UNPROCESSED_MARKERS = (
+    "refused stream before processing",
+    "connection error received: not a result of an error",
+    "dispatch task is gone",
+)
+MAX_UNPROCESSED_RETRIES = 20
+UNPROCESSED_RETRY_DELAY_S = 0.01
+
+
+def describe_causes(error: pyreqwest.exceptions.DetailedPyreqwestError) -> str:
+    causes = error.details.get("causes") or []
+    return "; ".join(cause["message"] for cause in causes) or error.message
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -206,21 +228,30 @@ class Http2Transport(Transport):
         *,
         timeout_s: float | None = None,
     ) -> HttpResponse:
-        pooled = self.choose_client()
-        try:
-            return await self.request_on(pooled, method, url, headers, body, timeout_s)
-        except TransportTimeout:
-            raise
-        except TransportError as error:
-            if not self.options.retry_on_connection_error:
+        attempt = 0
+        renewed = False
+        while True:
+            pooled = self.choose_client()
+            try:
+                return await self.request_on(pooled, method, url, headers, body, timeout_s)
+            except RequestNotProcessed:
+                # Refused streams and streams above a GOAWAY's last-stream id never
+                # reached the server's application, so they are always safe to retry;
+                # hyper sends the retry on a new connection by itself.
+                attempt += 1
+                if not self.options.retry_on_connection_error or attempt > MAX_UNPROCESSED_RETRIES:
+                    raise
+                await asyncio.sleep(UNPROCESSED_RETRY_DELAY_S * attempt)
+            except TransportTimeout:
                 raise
-            # The request may have died with its connection (reset, GOAWAY with an
-            # error code); one retry goes to a fresh connection.
-            logger.info("request to %s failed (%s); retrying on a new connection", url, error)
-            await self.renew_connection(pooled.id)
-            return await self.request_on(
-                self.choose_client(), method, url, headers, body, timeout_s
-            )
+            except TransportError as error:
+                # The connection died under the request, which may have been processed.
+                # One retry on a fresh connection keeps at-least-once delivery.
+                if not self.options.retry_on_connection_error or renewed:
+                    raise
+                renewed = True
+                logger.info("request to %s failed (%s); retrying on a new connection", url, error)
+                await self.renew_connection(pooled.id)
 
     async def request_on(
         self,
@@ -247,6 +278,11 @@ class Http2Transport(Transport):
             )
         except pyreqwest.exceptions.RequestTimeoutError as error:
             raise TransportTimeout(f"{method} {url} timed out") from error
+        except pyreqwest.exceptions.DetailedPyreqwestError as error:
+            causes = describe_causes(error)
+            if any(marker in causes for marker in UNPROCESSED_MARKERS):
+                raise RequestNotProcessed(f"{method} {url} was not processed: {causes}") from error
+            raise TransportError(f"{method} {url} failed: {causes}") from error
         except pyreqwest.exceptions.PyreqwestError as error:
             raise TransportError(f"{method} {url} failed: {error.message}") from error
         finally:
