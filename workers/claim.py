@@ -45,6 +45,7 @@ class ClaimedRow:
     priority: Priority
     campaign_id: int | None = None
     campaign_state: str | None = None
+    timestamp_queued: datetime | None = None
 
     def message_body(self) -> MessageBody:
         return MessageBody.model_validate(self.body)
@@ -65,7 +66,7 @@ WITH claimed AS (
       AND (m.status = 0 AND m.next_attempt_at <= now()
            OR m.status = 2 AND m.lease_expires_at < now())
     RETURNING m.id, m.app_id, m.attempts, m.timestamp_created, m.device_registration_id,
-              m.silent, m.personal, m.priority, m.message_body
+              m.silent, m.personal, m.priority, m.message_body, m.timestamp_queued
 )
 SELECT c.*, d.platform, d.push_token, d.environment, d.timestamp_last_registered,
        d.timestamp_token_invalidated IS NOT NULL AS token_invalidated
@@ -80,7 +81,8 @@ WITH claimed AS (
     WHERE cd.id = ANY($1::bigint[])
       AND (cd.status = 0 AND cd.next_attempt_at <= now()
            OR cd.status = 2 AND cd.lease_expires_at < now())
-    RETURNING cd.id, cd.campaign_id, cd.attempts, cd.timestamp_created, cd.device_registration_id
+    RETURNING cd.id, cd.campaign_id, cd.attempts, cd.timestamp_created, cd.device_registration_id,
+              cd.timestamp_queued
 )
 SELECT c.*, d.platform, d.push_token, d.environment, d.timestamp_last_registered,
        d.timestamp_token_invalidated IS NOT NULL AS token_invalidated,
@@ -118,6 +120,7 @@ def message_row(record: asyncpg.Record) -> ClaimedRow:
         body=record["message_body"],
         attributes=MessageAttributes(silent=record["silent"], personal=record["personal"]),
         priority=Priority(record["priority"]),
+        timestamp_queued=record["timestamp_queued"],
     )
 
 
@@ -139,6 +142,7 @@ def campaign_device_row(record: asyncpg.Record) -> ClaimedRow:
         priority=Priority(record["priority"]),
         campaign_id=record["campaign_id"],
         campaign_state=record["state"],
+        timestamp_queued=record["timestamp_queued"],
     )
 
 
@@ -232,3 +236,23 @@ async def invalidate_tokens(
         [item.token for item in invalidations],
         [item.since for item in invalidations],
     )
+
+
+RELEASE_TEMPLATE = """
+UPDATE {table}
+SET status = 0, lease_expires_at = NULL, attempts = greatest(attempts - 1, 0)
+WHERE id = ANY($1::bigint[]) AND status = 2
+"""
+
+RELEASE = {
+    RowKind.MESSAGE: RELEASE_TEMPLATE.format(table="push_message"),
+    RowKind.CAMPAIGN_DEVICE: RELEASE_TEMPLATE.format(table="push_campaign_device"),
+}
+
+
+async def release(
+    connection: asyncpg.Connection | asyncpg.Pool, kind: RowKind, ids: Sequence[int]
+) -> None:
+    """Give claimed rows back as PENDING, with their attempt, when a worker stops early."""
+    if ids:
+        await connection.execute(RELEASE[kind], list(ids))

@@ -15,12 +15,12 @@ from collections import Counter, OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import orjson
 from prometheus_client import Counter as MetricCounter
-from prometheus_client import Histogram
+from prometheus_client import Gauge, Histogram
 
 from shared.db import FAILED, SENT
 from shared.message_body import MessageBody
@@ -32,6 +32,7 @@ from workers.claim import (
     claim,
     invalidate_tokens,
     record,
+    release,
 )
 from workers.configuration_guard import apply_guard
 from workers.credentials import CredentialStore
@@ -60,6 +61,20 @@ OUTCOMES = MetricCounter(
 )
 BATCH_SECONDS = Histogram(
     "push_delivery_batch_seconds", "Time to deliver one batch of row ids", ["kind"]
+)
+CLAIM_SECONDS = Histogram("push_claim_seconds", "Time of the claim statement of one batch")
+RECORD_SECONDS = Histogram("push_record_seconds", "Time to record the outcomes of one batch")
+PROVIDER_SECONDS = Histogram(
+    "push_provider_request_seconds",
+    "Time of one provider call",
+    ["provider"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+ROWS_IN_FLIGHT = Gauge("push_rows_in_flight", "Rows claimed by this worker and not yet recorded")
+QUEUE_LAG_SECONDS = Histogram(
+    "push_queue_lag_seconds",
+    "Time from a row's publish to its claim",
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900),
 )
 MISCONFIGURED = MetricCounter(
     "push_application_misconfigured_total",
@@ -140,19 +155,37 @@ class Deliverer:
     async def deliver(self, kind: RowKind, ids: Sequence[int]) -> BatchReport:
         """Claim the due rows among `ids`, deliver them and record every outcome."""
         started = time.perf_counter()
-        rows = await claim(self.pool, kind, ids, self.lease_s)
+        with CLAIM_SECONDS.time():
+            rows = await claim(self.pool, kind, ids, self.lease_s)
         report = BatchReport(claimed=len(rows))
         if not rows:
             return report
 
+        observe_queue_lag(rows)
+        ROWS_IN_FLIGHT.inc(len(rows))
+        try:
+            await self.deliver_claimed(kind, rows, report)
+        except asyncio.CancelledError:
+            await asyncio.shield(self.release_unrecorded(kind, rows))
+            raise
+        finally:
+            ROWS_IN_FLIGHT.dec(len(rows))
+        BATCH_SECONDS.labels(kind=str(kind)).observe(time.perf_counter() - started)
+        return report
+
+    async def deliver_claimed(
+        self, kind: RowKind, rows: list[ClaimedRow], report: BatchReport
+    ) -> None:
         applications = await self.credentials.get_many({row.app_row_id for row in rows})
         now = datetime.now(UTC)
         ready, settled = self.prepare(rows, applications, now)
         settled.extend(await self.send_all(ready, applications))
+        await self.finish(kind, settled, applications, report)
 
-        await self.finish(kind, settled, datetime.now(UTC), report)
-        BATCH_SECONDS.labels(kind=str(kind)).observe(time.perf_counter() - started)
-        return report
+    async def release_unrecorded(self, kind: RowKind, rows: list[ClaimedRow]) -> None:
+        """Give back the rows of a batch cancelled at shutdown; recorded rows stay as they are."""
+        await release(self.pool, kind, [row.id for row in rows])
+        logger.info("released %d claimed %s rows at shutdown", len(rows), kind)
 
     def prepare(
         self,
@@ -267,17 +300,20 @@ class Deliverer:
     async def send_one(self, item: PendingSend) -> SendResult:
         assert item.row.token is not None
         async with self.send_slots:
-            return await item.client.send(
+            started = time.perf_counter()
+            result = await item.client.send(
                 item.row.token,
                 item.payload,
                 apns_id=apns_id_for(str(item.row.kind), item.row.id),
                 environment=item.row.environment,
             )
+            PROVIDER_SECONDS.labels(item.row.platform).observe(time.perf_counter() - started)
+            return result
 
     def report_misconfigured(
         self, group: Hashable, applications: dict[int, ApplicationCredentials]
     ) -> None:
-        app_row_id, platform, environment = group  # type: ignore[misc]
+        app_row_id, platform, environment = cast(tuple[int, str, str], group)
         app_id = applications[app_row_id].app_id
         MISCONFIGURED.labels(app_id=app_id, provider=platform).inc()
         logger.error(
@@ -292,16 +328,19 @@ class Deliverer:
         self,
         kind: RowKind,
         settled: list[tuple[ClaimedRow, SendResult]],
-        now: datetime,
+        applications: dict[int, ApplicationCredentials],
         report: BatchReport,
     ) -> None:
         """Record every outcome, invalidate tokens, notify and complete campaigns."""
+        now = datetime.now(UTC)
         updates: list[RowUpdate] = []
         invalidations: list[TokenInvalidation] = []
         for row, result in settled:
             updates.append(self.policy.update_for(row, result, now, self.rng))
             report.outcomes[str(result.outcome)] += 1
-            OUTCOMES.labels(str(row.platform), str(result.outcome), str(row.app_row_id)).inc()
+            application = applications.get(row.app_row_id)
+            app_label = application.app_id if application else str(row.app_row_id)
+            OUTCOMES.labels(str(row.platform), str(result.outcome), app_label).inc()
             invalidation = token_invalidation(row, result)
             if invalidation is not None:
                 invalidations.append(invalidation)
@@ -318,17 +357,26 @@ class Deliverer:
         invalidations: list[TokenInvalidation],
         settled: list[tuple[ClaimedRow, SendResult]],
     ) -> None:
+        started = time.perf_counter()
         async with self.pool.acquire() as connection, connection.transaction():
             await record(connection, kind, updates)
             await invalidate_tokens(connection, invalidations)
             if kind is RowKind.MESSAGE:
                 await notify_finished(connection, self.notify_channel, updates)
+        RECORD_SECONDS.observe(time.perf_counter() - started)
 
         if kind is RowKind.CAMPAIGN_DEVICE:
             campaigns = sorted({row.campaign_id for row, _ in settled if row.campaign_id})
             completed = await self.pool.fetch(COMPLETE_CAMPAIGNS, campaigns, EXPANSION_LOCK_CLASS)
             for record_ in completed:
                 logger.info("campaign=%s completed", record_["id"])
+
+
+def observe_queue_lag(rows: list[ClaimedRow]) -> None:
+    now = datetime.now(UTC)
+    for row in rows:
+        if row.timestamp_queued is not None:
+            QUEUE_LAG_SECONDS.observe(max(0.0, (now - row.timestamp_queued).total_seconds()))
 
 
 def skip_reason(row: ClaimedRow) -> SendResult | None:

@@ -281,7 +281,7 @@ def main(argv: Sequence[str]) -> int:
     configure_logging()
 
     try:
-        settings = load_settings()
+        settings: Settings = load_settings()
     except PushServerError as error:
         logger.error("%s", error)
         return 2

@@ -26,7 +26,7 @@ class RetryPolicy:
 
     def backoff_s(self, attempts: int, rng: random.Random) -> float:
         """Exponential backoff with full jitter between half and the whole step."""
-        step = min(self.max_delay_s, self.base_delay_s * 2 ** max(0, attempts - 1))
+        step: float = min(self.max_delay_s, self.base_delay_s * 2.0 ** max(0, attempts - 1))
         return step * rng.uniform(0.5, 1.0)
 
     def update_for(
