@@ -10,6 +10,7 @@ PushServerError
 ├── RequestRejected            a request cannot be carried out as sent
 │   ├── RequestInvalid         fields fail validation; carries one violation per field
 │   ├── BodyTooLarge           the request body exceeds the route's size limit
+│   ├── UnsupportedMediaType   the request body is not JSON
 │   ├── ApplicationNotFound    no application has the given appId
 │   ├── ApplicationExists      an application with the given appId already exists
 │   ├── ActivationRejected     the activation is missing or REMOVED in PowerAuth
@@ -73,6 +74,10 @@ class BodyTooLarge(RequestRejected):
     def __init__(self, limit_bytes: int) -> None:
         super().__init__(f"request body is larger than the limit of {limit_bytes} bytes")
         self.limit_bytes = limit_bytes
+
+
+class UnsupportedMediaType(RequestRejected):
+    """The request body has a Content-Type other than JSON."""
 
 
 class ApplicationNotFound(RequestRejected):

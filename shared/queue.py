@@ -133,7 +133,11 @@ class Publisher:
 
     async def get_channel(self) -> AbstractChannel:
         if self.channel is None or self.channel.is_closed:
-            self.channel = await self.connection.channel(publisher_confirms=True)
+            # on_return_raises turns a mandatory message that no queue took into an error
+            # instead of a silent success.
+            self.channel = await self.connection.channel(
+                publisher_confirms=True, on_return_raises=True
+            )
         return self.channel
 
     async def publish(self, queue: str, body: dict[str, Any], **properties: Any) -> None:

@@ -1,0 +1,90 @@
+"""The original's response envelope and the reading of JSON request bodies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from shared.exceptions import BodyTooLarge, RequestInvalid, UnsupportedMediaType
+
+JSON_TYPES = ("application/json", "application/octet-stream", "text/plain", "")
+
+READ_CHUNK_BYTES = 256 * 1024
+
+
+def default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def json_response(document: dict[str, Any], status: int = 200) -> web.Response:
+    body = orjson.dumps(document, default=default, option=orjson.OPT_NON_STR_KEYS)
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
+def ok(response_object: Any = None, **top_level: Any) -> web.Response:
+    """Return `{"status": "OK"}` with an optional responseObject and top-level fields."""
+    document: dict[str, Any] = {"status": "OK"}
+    document.update(top_level)
+    if response_object is not None:
+        document["responseObject"] = response_object
+    return json_response(document)
+
+
+def error(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    """Return the original's error envelope."""
+    response_object: dict[str, Any] = {"code": code, "message": message}
+    response_object.update(extra)
+    return json_response({"status": "ERROR", "responseObject": response_object}, status)
+
+
+async def read_body(request: web.Request, limit_bytes: int) -> bytes:
+    """Read the body up to limit_bytes; raise BodyTooLarge beyond it."""
+    if request.content_length is not None and request.content_length > limit_bytes:
+        raise BodyTooLarge(limit_bytes)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(READ_CHUNK_BYTES)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit_bytes:
+            raise BodyTooLarge(limit_bytes)
+        chunks.append(chunk)
+
+
+async def read_json(request: web.Request, limit_bytes: int) -> Any:
+    """Read and parse a JSON body; raise RequestInvalid for malformed JSON or NUL characters."""
+    media_type = request.content_type.lower()
+    if media_type not in JSON_TYPES and not media_type.endswith("+json"):
+        raise UnsupportedMediaType(f"Content-Type {media_type} is not supported; send application/json")
+    body = await read_body(request, limit_bytes)
+    if not body.strip():
+        raise invalid("request", "a JSON request body is required")
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as failure:
+        raise invalid("request", f"malformed JSON: {failure}") from None
+    # PostgreSQL rejects U+0000 in TEXT and JSONB, so it is refused here with a 400.
+    if (b"\\u0000" in body or b"\x00" in body) and contains_nul(document):
+        raise invalid("request", "strings must not contain the NUL character (U+0000)")
+    return document
+
+
+def invalid(field: str, hint: str) -> RequestInvalid:
+    return RequestInvalid("Request validation failed", [{"fieldName": field, "hint": hint}])
+
+
+def contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(contains_nul(key) or contains_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(contains_nul(item) for item in value)
+    return False

@@ -1,0 +1,99 @@
+"""The two PowerAuth Server calls the push server makes: activation status and app list.
+
+Both use PowerAuth's REST envelope: `POST {PUSH_POWERAUTH_URL}/rest/v3/...` with
+`{"requestObject": {...}}`, answered with `{"status": "OK", "responseObject": {...}}`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from shared.exceptions import PowerAuthUnavailable
+
+logger = logging.getLogger(__name__)
+
+ACTIVATION_STATUS_PATH = "/rest/v3/activation/status"
+APPLICATION_LIST_PATH = "/rest/v3/application/list"
+
+
+@dataclass(frozen=True, slots=True)
+class ActivationInfo:
+    """What registration needs to know about an activation."""
+
+    activation_status: str | None
+    user_id: str | None
+
+
+class PowerAuthClient:
+    """Calls PowerAuth Server over one shared HTTP session."""
+
+    def __init__(self, base_url: str, timeout_s: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def get_activation(self, activation_id: str) -> ActivationInfo:
+        """Return the activation's status and user; raise PowerAuthUnavailable."""
+        answer = await self._call(ACTIVATION_STATUS_PATH, {"activationId": activation_id})
+        status = answer.get("activationStatus")
+        user_id = answer.get("userId")
+        return ActivationInfo(
+            activation_status=status if isinstance(status, str) else None,
+            user_id=str(user_id) if user_id is not None else None,
+        )
+
+    async def list_application_ids(self) -> list[str]:
+        """Return the ids of every application PowerAuth Server knows."""
+        answer = await self._call(APPLICATION_LIST_PATH, {})
+        applications = answer.get("applications") or []
+        if not isinstance(applications, list):
+            raise PowerAuthUnavailable("PowerAuth Server sent an application list of wrong type")
+        return [
+            str(item["applicationId"])
+            for item in applications
+            if isinstance(item, dict) and item.get("applicationId") is not None
+        ]
+
+    async def _call(self, path: str, request_object: dict[str, Any]) -> dict[str, Any]:
+        url = self.base_url + path
+        try:
+            session = self._get_session()
+            async with session.post(
+                url,
+                data=orjson.dumps({"requestObject": request_object}),
+                headers={"Content-Type": "application/json"},
+            ) as response:
+                body = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as error:
+            logger.warning("PowerAuth Server call %s failed: %r", path, error)
+            raise PowerAuthUnavailable(f"PowerAuth Server cannot be reached: {error!r}") from error
+        return parse_answer(path, status, body)
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self.timeout)
+        return self._session
+
+
+def parse_answer(path: str, status: int, body: bytes) -> dict[str, Any]:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        document = None
+    if status != 200 or not isinstance(document, dict) or document.get("status") != "OK":
+        logger.warning("PowerAuth Server call %s answered HTTP %d", path, status)
+        raise PowerAuthUnavailable(f"PowerAuth Server answered HTTP {status} to {path}")
+    answer = document.get("responseObject")
+    if not isinstance(answer, dict):
+        raise PowerAuthUnavailable(f"PowerAuth Server sent no responseObject for {path}")
+    return answer
