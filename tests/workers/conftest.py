@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import orjson
 import pytest
+from pydantic import SecretStr
 
 from shared.secrets import SecretBox
 from shared.settings import Settings
@@ -183,3 +189,53 @@ def sandbox_settings(settings: Settings, sandbox: SandboxProcess, **overrides: A
         **overrides,
     }
     return settings.model_copy(update=values)
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The PUSH_ variables that make a child process load the same settings."""
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("PUSH_")}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        environment[f"PUSH_{name.upper()}"] = str(value)
+    return environment
+
+
+class WorkerProcess:
+    """A `push-server worker` child process with its log in a file."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "shared.cli", "worker", "--metrics-port", "0"],
+                env=settings_environment(self.settings),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """Send SIGTERM and return the exit code."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
