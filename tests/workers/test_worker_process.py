@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -19,6 +20,7 @@ from tests.workers.conftest import (
     sandbox_settings,
 )
 from workers.delivery_worker import Worker
+from workers.retry_policy import DEFAULT_THROTTLE_DELAY_S
 from workers.sandbox.control import SandboxProcess
 
 
@@ -33,7 +35,9 @@ async def application(
 
 @pytest.fixture
 async def worker_settings(settings: Settings, provider_sandbox: SandboxProcess) -> Settings:
-    return sandbox_settings(settings, provider_sandbox, sweep_interval_s=0.5)
+    return sandbox_settings(
+        settings, provider_sandbox, sweep_interval_s=0.3, max_attempts=2, retry_base_s=0.2
+    )
 
 
 @pytest.fixture
@@ -166,3 +170,121 @@ async def test_campaign_sent_once_per_device(
     assert set(counts.values()) == {1}
     assert len(counts) == 120
     assert stored["state"] == "completed"
+
+
+TOKENS = {"apns": "12" * 32, "fcm": "fcm-token-" + "y" * 140, "hms": "0" * 40 + "abc" * 30}
+
+
+@pytest.mark.parametrize(
+    ("provider", "fault", "status", "reason", "invalidated"),
+    [
+        ("apns", "bad_device_token", -1, "BadDeviceToken", True),
+        ("apns", "device_token_not_for_topic", -1, "DeviceTokenNotForTopic", True),
+        ("apns", "service_unavailable", -1, "ServiceUnavailable", False),
+        ("apns", "internal_server_error", -1, "InternalServerError", False),
+        ("fcm", "unregistered", -1, "UNREGISTERED", True),
+        ("fcm", "unavailable", -1, "UNAVAILABLE", False),
+        ("hms", "invalid_token", -1, "80300007", True),
+    ],
+)
+async def test_provider_error_outcomes(
+    rows: Rows,
+    pool: asyncpg.Pool,
+    application: SandboxApplication,
+    running_worker: Worker,
+    publisher: Publisher,
+    provider_sandbox: SandboxProcess,
+    provider: str,
+    fault: str,
+    status: int,
+    reason: str,
+    invalidated: bool,
+) -> None:
+    token = TOKENS[provider]
+    await provider_sandbox.admin.aadd_fault(provider, fault, token=token)
+    device = await rows.device(application.row_id, token, platform=provider)
+    message = await rows.message(application.row_id, device)
+
+    await publisher.publish_delivery(pool, "message", [message])
+    await wait_until_finished(pool, "push_message")
+    stored = await rows.status_of("push_message", message)
+    device_row = await rows.status_of("push_device", device)
+
+    assert stored["status"] == status
+    assert stored["failure_reason"] == reason
+    assert (device_row["timestamp_token_invalidated"] is not None) is invalidated
+    if not invalidated:
+        # Transient failures retried up to the attempt limit of these tests.
+        assert stored["attempts"] == 2
+
+
+@pytest.mark.parametrize(
+    ("provider", "fault", "retry_after", "as_date"),
+    [
+        ("apns", "too_many_requests", "120", False),
+        ("apns", "too_many_requests", "120", True),
+        ("fcm", "quota_exceeded", "120", False),
+        ("hms", "traffic_control", None, False),
+    ],
+)
+async def test_throttling_honours_retry_after(
+    rows: Rows,
+    pool: asyncpg.Pool,
+    application: SandboxApplication,
+    running_worker: Worker,
+    publisher: Publisher,
+    provider_sandbox: SandboxProcess,
+    provider: str,
+    fault: str,
+    retry_after: str | None,
+    as_date: bool,
+) -> None:
+    token = TOKENS[provider]
+    await provider_sandbox.admin.aadd_fault(
+        provider, fault, token=token, retry_after=retry_after, retry_after_as_date=as_date
+    )
+    device = await rows.device(application.row_id, token, platform=provider)
+    message = await rows.message(application.row_id, device)
+    published_at = datetime.now(UTC)
+
+    await publisher.publish_delivery(pool, "message", [message])
+    stored = await wait_for_attempt(pool, message)
+
+    expected = timedelta(seconds=int(retry_after or DEFAULT_THROTTLE_DELAY_S))
+    assert stored["status"] == 0
+    assert stored["attempts"] == 0
+    assert published_at + expected - timedelta(seconds=2) <= stored["next_attempt_at"]
+    assert stored["next_attempt_at"] <= datetime.now(UTC) + expected + timedelta(seconds=2)
+
+
+async def test_rejected_credentials_keep_rows_pending(
+    rows: Rows,
+    pool: asyncpg.Pool,
+    application: SandboxApplication,
+    running_worker: Worker,
+    publisher: Publisher,
+    provider_sandbox: SandboxProcess,
+) -> None:
+    await provider_sandbox.admin.areset(everything=True)
+    device = await rows.device(application.row_id, TOKENS["apns"], platform="apns")
+    message = await rows.message(application.row_id, device)
+
+    await publisher.publish_delivery(pool, "message", [message])
+    stored = await wait_for_attempt(pool, message)
+    device_row = await rows.status_of("push_device", device)
+
+    assert stored["status"] == 0
+    assert stored["attempts"] == 0
+    assert stored["failure_reason"] == "InvalidProviderToken"
+    assert device_row["timestamp_token_invalidated"] is None
+
+
+async def wait_for_attempt(pool: asyncpg.Pool, message: int) -> asyncpg.Record:
+    """Wait until the worker has tried the row once and recorded a reason."""
+    deadline = time.monotonic() + 20
+    while True:
+        stored = await pool.fetchrow("SELECT * FROM push_message WHERE id = $1", message)
+        if stored["failure_reason"] is not None and stored["status"] != 2:
+            return stored
+        assert time.monotonic() < deadline, "the worker never tried the row"
+        await asyncio.sleep(0.05)
