@@ -10,6 +10,7 @@ import asyncio
 import json
 import ssl
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,12 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+
+
+class _LimitIgnoringConnection(h2.connection.H2Connection):
+    @property
+    def open_outbound_streams(self) -> int:
+        return 0
 
 
 @dataclass
@@ -79,6 +86,18 @@ class H2TestConnection:
     @property
     def server_max_concurrent_streams(self) -> int:
         return self.conn.remote_settings.max_concurrent_streams
+
+    async def wait_for_stream_limit(
+        self, condition: Callable[[int], bool], timeout_s: float = 5.0
+    ) -> None:
+        """Wait until the server's SETTINGS_MAX_CONCURRENT_STREAMS satisfies `condition`."""
+        async with asyncio.timeout(timeout_s):
+            while not condition(self.server_max_concurrent_streams):
+                await asyncio.sleep(0.01)
+
+    def ignore_server_stream_limit(self) -> None:
+        """Let this client open more streams than the server allows, to test refusals."""
+        self.conn.__class__ = _LimitIgnoringConnection
 
     async def request(
         self,

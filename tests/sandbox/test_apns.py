@@ -47,6 +47,13 @@ async def send(
     return response.status, payload, response.headers
 
 
+async def warm_up(conn: H2TestConnection, key: ApnsSigningKey) -> None:
+    """Authenticate the connection so the sandbox raises its stream limit above 1."""
+    status, body, _ = await send(conn, key)
+    assert status == 200, body
+    await conn.wait_for_stream_limit(lambda limit: limit > 1)
+
+
 async def test_valid_send_accepted(apns_connection: H2TestConnection, apns_app: ApnsSigningKey):
     apns_id = str(uuid.uuid4())
     status, body, headers = await send(

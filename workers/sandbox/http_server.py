@@ -237,6 +237,7 @@ class _Http2Handler:
         self.enforced_limit: int | None = None
         self.unlocked = service.policy.initial_max_concurrent_streams is None
         self.goaway_stream_id: int | None = None
+        self.goaway_sent = False
         self.closed = False
 
         config = h2.config.H2Configuration(
@@ -315,7 +316,10 @@ class _Http2Handler:
     def _request_received(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id
         if self.goaway_stream_id is not None and stream_id > self.goaway_stream_id:
-            self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
+            # After the GOAWAY frame the client knows these streams went unprocessed; before
+            # it, a REFUSED_STREAM reset tells it the same.
+            if not self.goaway_sent:
+                self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
             return
         if self.enforced_limit is not None and self.active_streams >= self.enforced_limit:
             self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
@@ -422,6 +426,7 @@ class _Http2Handler:
         )
         self._flush()
         self.transport.write(frame.serialize())
+        self.goaway_sent = True
         self.loop.call_later(GOAWAY_CLOSE_TIMEOUT_S, self._close_after_goaway)
 
     def _close_after_goaway(self) -> None:
