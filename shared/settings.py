@@ -121,6 +121,7 @@ class Settings(DatabaseSettings):
     credentials_retry_s: float = Field(default=60.0, gt=0)
     fcm_messages_per_minute: int = Field(default=600_000, ge=1)
     sweep_interval_s: float = Field(default=5.0, gt=0)
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
     sweep_grace_s: float = Field(default=60.0, gt=0)
 
     @field_validator("master_key")

@@ -240,9 +240,9 @@ class Worker:
             self.settings.worker_prefetch,
         )
         await self.stop.wait()
-        await self.shutdown(sweeper)
+        await self.shutdown(sweeper, self.settings.shutdown_grace_s)
 
-    async def shutdown(self, sweeper: asyncio.Task[None], grace_s: float = 30.0) -> None:
+    async def shutdown(self, sweeper: asyncio.Task[None], grace_s: float) -> None:
         """Stop consuming, let messages in progress finish within the grace period."""
         started = time.monotonic()
         for queue, tag in self.consumers:

@@ -149,3 +149,39 @@ async def test_two_workers_send_each_device_once(
     assert len(counts) == DEVICES
     assert exit_codes == [0, 0]
     assert all("batches" in worker.log() for worker in workers)
+
+
+async def test_sigterm_releases_unfinished_rows(
+    rows: Rows,
+    pool: asyncpg.Pool,
+    application: SandboxApplication,
+    worker_settings: Settings,
+    provider_sandbox: SandboxProcess,
+    tmp_path: Path,
+) -> None:
+    await provider_sandbox.admin.aadd_fault("apns", None, latency_ms=5000)
+    campaign, _tokens = await campaign_with_devices(rows, application.row_id, 200)
+    worker = WorkerProcess(
+        worker_settings.model_copy(update={"shutdown_grace_s": 0.5}), tmp_path / "worker.log"
+    )
+    worker.start()
+    publisher = await Publisher.open(
+        worker_settings.amqp_url.get_secret_value(), QueueNames(worker_settings.queue_prefix), 50
+    )
+    await publisher.publish_campaign_job(campaign)
+    await publisher.close()
+
+    deadline = time.monotonic() + 30
+    while not await pool.fetchval("SELECT count(*) FROM push_campaign_device WHERE status = 2"):
+        assert time.monotonic() < deadline, "the worker never claimed a row"
+        await asyncio.sleep(0.05)
+    exit_code = worker.stop()
+    statuses = await pool.fetch(
+        "SELECT status, attempts, lease_expires_at FROM push_campaign_device"
+    )
+
+    assert exit_code == 0
+    assert {row["status"] for row in statuses} == {0}
+    assert {row["attempts"] for row in statuses} == {0}
+    assert "released" in worker.log()
+    assert "worker stopped" in worker.log()

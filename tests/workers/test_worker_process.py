@@ -7,10 +7,11 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import aio_pika
 import asyncpg
 import pytest
 
-from shared.queue import Publisher, QueueNames
+from shared.queue import REJECTION_REASON_HEADER, Publisher, QueueNames
 from shared.secrets import SecretBox
 from shared.settings import Settings
 from tests.workers.conftest import (
@@ -288,3 +289,24 @@ async def wait_for_attempt(pool: asyncpg.Pool, message: int) -> asyncpg.Record:
             return stored
         assert time.monotonic() < deadline, "the worker never tried the row"
         await asyncio.sleep(0.05)
+
+
+async def test_invalid_delivery_message_dead_lettered(
+    running_worker: Worker, publisher: Publisher
+) -> None:
+    channel = await publisher.get_channel()
+    await channel.default_exchange.publish(
+        aio_pika.Message(b'{"kind": "nonsense", "ids": "x"}'),
+        routing_key=publisher.names.delivery,
+    )
+
+    dead_channel = await publisher.connection.channel()
+    dead = await dead_channel.get_queue(publisher.names.dead)
+    deadline = time.monotonic() + 10
+    while (message := await dead.get(fail=False)) is None:
+        assert time.monotonic() < deadline, "nothing reached the dead-letter queue"
+        await asyncio.sleep(0.05)
+    await message.ack()
+
+    assert message.body == b'{"kind": "nonsense", "ids": "x"}'
+    assert "invalid delivery message" in str(message.headers[REJECTION_REASON_HEADER])
