@@ -27,6 +27,7 @@ from prometheus_client import start_http_server
 from shared.db import create_pool
 from shared.exceptions import PublishFailed, PushServerError
 from shared.logs import configure_logging
+from shared.message_waiter import MESSAGE_DONE_CHANNEL
 from shared.queue import REJECTION_REASON_HEADER, Publisher, QueueNames, connect, declare_topology
 from shared.secrets import SecretBox
 from shared.settings import Settings, load_settings
@@ -40,10 +41,6 @@ from workers.retry_policy import RetryPolicy
 from workers.sweeper import Sweeper
 
 logger = logging.getLogger(__name__)
-
-# Channel that SYNCHRONOUS sends LISTEN on; the payload is comma-separated push_message ids
-# that reached SENT or FAILED.
-MESSAGE_DONE_CHANNEL = "push_message_done"
 
 # Seconds a failing batch waits before it goes back to the queue, so a database outage
 # does not turn into a hot redelivery loop.
