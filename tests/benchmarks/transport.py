@@ -3,7 +3,8 @@
 No database or queue: one process builds one payload and sends it to many device tokens
 through `ApnsClient.send`, keeping `--in-flight` notifications outstanding, and ends with
 one JSON line of figures. A bare pyreqwest loop over the same connection settings runs
-too, so the client's own overhead can be told apart from the sandbox's limit.
+too, so the client's own overhead can be told apart from the sandbox's limit, and
+aioapns (at its default ten connections) when it is installed.
 
     python -m tests.benchmarks.transport            # 50,000 notifications
     python -m tests.benchmarks.transport --smoke    # 2,000, to check that it runs
@@ -24,6 +25,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import uvloop
@@ -171,6 +173,55 @@ async def measure_bare_pyreqwest(
     }
 
 
+async def measure_aioapns(
+    urls: SandboxUrls, key: ApnsSigningKey, arguments: argparse.Namespace, tokens: list[str]
+) -> dict[str, Any] | None:
+    """Send the same notifications with aioapns at its default ten connections, if installed."""
+    try:
+        from aioapns import APNs, NotificationRequest, PushType
+        from aioapns.connection import APNsProductionClientProtocol
+    except ImportError:
+        return None
+
+    address = urlsplit(urls.apns_url)
+
+    class SandboxProtocol(APNsProductionClientProtocol):
+        # aioapns has no URL setting; its protocol class names the host and port.
+        APNS_SERVER = address.hostname or "127.0.0.1"
+        APNS_PORT = address.port or 443
+
+    client = APNs(
+        key=key.private_key_pem,
+        key_id=key.key_id,
+        team_id=key.team_id,
+        topic=key.bundle_id,
+        ssl_context=urls.ssl_context(),
+    )
+    client.pool.protocol_class = SandboxProtocol
+    message = {"aps": {"alert": {"title": "Benchmark", "body": "Your payment of 10 € arrived"}}}
+
+    async def send(index: int) -> str:
+        request = NotificationRequest(
+            device_token=tokens[index],
+            message=message,
+            notification_id=apns_id_for("message", index),
+            push_type=PushType.ALERT,
+        )
+        result = await client.send_notification(request)
+        return str(result.status)
+
+    try:
+        await run_with_limit(min(WARM_UP_NOTIFICATIONS, len(tokens)), arguments.in_flight, send)
+        seconds, outcomes = await run_with_limit(len(tokens), arguments.in_flight, send)
+    finally:
+        client.pool.close()
+    return {
+        "seconds": round(seconds, 3),
+        "per_second": round(len(tokens) / seconds),
+        "statuses": dict(outcomes),
+    }
+
+
 async def run(arguments: argparse.Namespace) -> dict[str, Any]:
     count = SMOKE_NOTIFICATIONS if arguments.smoke else arguments.notifications
     tokens = [secrets.token_hex(32) for _ in range(count)]
@@ -188,6 +239,7 @@ async def run(arguments: argparse.Namespace) -> dict[str, Any]:
             if arguments.skip_bare
             else await measure_bare_pyreqwest(sandbox.urls, key, arguments, tokens)
         )
+        aioapns = await measure_aioapns(sandbox.urls, key, arguments, tokens)
         accepted = (await sandbox.admin.acounters())["accepted"]["apns"]
     finally:
         await sandbox.astop()
@@ -199,6 +251,7 @@ async def run(arguments: argparse.Namespace) -> dict[str, Any]:
         "max_connections": arguments.connections,
         "client": client,
         "bare_pyreqwest": bare,
+        "aioapns": aioapns,
         "sandbox_accepted": accepted,
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
