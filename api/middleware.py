@@ -14,7 +14,6 @@ import asyncpg
 from aiohttp import web
 
 from api.envelope import error
-from api.handlers.common import BULK_BODY_KEY
 from api.metrics import REQUESTS, REQUEST_SECONDS
 from api.request_ids import (
     accepted_correlation_id,
@@ -128,10 +127,8 @@ def known_error(request: web.Request, failure: Exception, status: int, code: str
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
-    """Check the API key and role of endpoints that need one; mark bulk-body routes."""
+    """Check the API key and role of endpoints that need one."""
     endpoint = endpoint_of(request)
-    if endpoint is not None and endpoint.bulk_body:
-        request[BULK_BODY_KEY] = True
     authenticator = request.app.get(AUTHENTICATOR_KEY)
     if endpoint is None or endpoint.role is None or authenticator is None:
         return await handler(request)

@@ -54,7 +54,7 @@ FROM push_app_credentials ORDER BY app_id
 
 APPLICATION_DETAIL = """
 SELECT app_id, ios_bundle, ios_key_id, ios_team_id, ios_environment, android_project_id,
-       hms_project_id,
+       hms_project_id, hms_client_id,
        ios_private_key IS NOT NULL AS apns,
        android_private_key IS NOT NULL AS fcm,
        hms_client_id IS NOT NULL AND hms_client_secret IS NOT NULL AS hms

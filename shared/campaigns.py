@@ -57,7 +57,7 @@ CREATE TEMPORARY TABLE push_campaign_user_stage (user_id TEXT NOT NULL) ON COMMI
 
 INSERT_STAGED_USERS = """
 INSERT INTO push_campaign_user (campaign_id, user_id)
-SELECT DISTINCT $1::bigint, user_id FROM push_campaign_user_stage
+SELECT $1::bigint, user_id FROM push_campaign_user_stage
 ON CONFLICT (campaign_id, user_id) DO NOTHING
 """
 
@@ -176,6 +176,8 @@ def check_user_ids(user_ids: list[str]) -> None:
 async def add_users(context: ServiceContext, campaign_id: int, user_ids: list[str]) -> int:
     """Add users to a campaign, skipping those already in it; return how many were added."""
     check_user_ids(user_ids)
+    # Duplicates are dropped here, keeping the first occurrence, so users keep their order.
+    unique_ids = list(dict.fromkeys(user_ids))
     async with context.pool.acquire() as connection, connection.transaction():
         # FOR SHARE keeps a concurrent delete from removing the campaign under the COPY.
         locked = await connection.fetchval(
@@ -185,7 +187,7 @@ async def add_users(context: ServiceContext, campaign_id: int, user_ids: list[st
             raise CampaignNotFound(f"Campaign with ID {campaign_id} does not exist")
         await connection.execute(CREATE_USER_STAGE)
         await connection.copy_records_to_table(
-            "push_campaign_user_stage", records=((user_id,) for user_id in user_ids)
+            "push_campaign_user_stage", records=((user_id,) for user_id in unique_ids)
         )
         result = await connection.execute(INSERT_STAGED_USERS, campaign_id)
     added = int(result.split()[-1])

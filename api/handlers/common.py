@@ -12,7 +12,6 @@ from shared.context import ServiceContext
 from shared.requests import ObjectRequest, parse_request
 
 CONTEXT_KEY = web.AppKey("context", ServiceContext)
-BULK_BODY_KEY = "bulk_body"
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -25,8 +24,11 @@ def context_of(request: web.Request) -> ServiceContext:
 
 
 def body_limit(request: web.Request) -> int:
+    from api.routes import endpoint_of  # the route table imports the handlers
+
     settings = context_of(request).settings
-    if request.get(BULK_BODY_KEY):
+    endpoint = endpoint_of(request)
+    if endpoint is not None and endpoint.bulk_body:
         return settings.api_max_bulk_body_bytes
     return settings.api_max_body_bytes
 
