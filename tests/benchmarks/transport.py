@@ -3,8 +3,8 @@
 No database or queue: one process builds one payload and sends it to many device tokens
 through `ApnsClient.send`, keeping `--in-flight` notifications outstanding, and ends with
 one JSON line of figures. A bare pyreqwest loop over the same connection settings runs
-too, so the client's own overhead can be told apart from the sandbox's limit, and
-aioapns (at its default ten connections) when it is installed.
+too, which separates the client's own overhead from the sandbox's limit. aioapns (at
+its default ten connections) runs last when it is installed.
 
     python -m tests.benchmarks.transport            # 50,000 notifications
     python -m tests.benchmarks.transport --smoke    # 2,000, to check that it runs

@@ -175,10 +175,10 @@ class SettableClock:
 async def test_expired_provider_token_renewed_and_retried(
     sandbox: SandboxProcess, endpoints: ProviderEndpoints, payload: PreparedPayload
 ) -> None:
-    # A token signed 58 minutes ago binds the connection; then the sandbox clock moves
-    # 200 s ahead and answers ExpiredProviderToken. The client must sign a new token and
-    # retry once on a new connection: on the old one the sandbox answers
-    # TooManyProviderTokenUpdates, because its token changed within 20 minutes.
+    # A token signed 58 minutes ago binds the connection. Then the sandbox clock moves
+    # 200 s ahead, so the sandbox returns ExpiredProviderToken. The client must sign a
+    # new token and retry once on a new connection, because on the old one the sandbox
+    # returns TooManyProviderTokenUpdates (a token change within 20 minutes).
     sandbox.admin.update_settings(strict_token_updates=True)
     clock = SettableClock(-FIFTY_EIGHT_MINUTES_S)
     tokens = ApnsTokenCache(clock=clock, lifetime_s=2 * ONE_HOUR_AND_A_BIT_S)

@@ -245,7 +245,7 @@ async def test_hms_expired_access_token_refreshed(
 ) -> None:
     first = await hms_client.send(hms_token(), payload("hms"), apns_id=NO_APNS_ID, environment=None)
     old_token = hms_client.tokens.current
-    # An hour later the sandbox answers 80200003 (token expired) to the cached token.
+    # An hour later the sandbox returns 80200003 (token expired) for the cached token.
     sandbox.admin.set_clock_offset(3700)
 
     second = await hms_client.send(

@@ -101,7 +101,7 @@ def test_apns_maps_aps_fields() -> None:
     assert "content-available" not in aps
 
 
-def test_apns_collapse_key_sets_thread_id_without_thread_id() -> None:
+def test_apns_collapse_key_as_thread_id() -> None:
     payload, headers = apns(message(body="b", collapseKey="news"))
 
     assert payload["aps"]["thread-id"] == "news"

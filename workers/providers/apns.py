@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 DEVELOPMENT = "development"
 PRODUCTION = "production"
 
-# Apple answers TooManyProviderTokenUpdates when one connection sees a new provider
+# Apple returns TooManyProviderTokenUpdates when one connection carries a new provider
 # token less than 20 minutes after the previous one.
 MIN_TOKEN_SWITCH_INTERVAL_S = 20 * 60
 

@@ -46,7 +46,7 @@ INVALID_TOKEN_TEXT = "registration token"
 
 @dataclass(frozen=True, slots=True)
 class FcmErrorBody:
-    """What an FCM error body says: status name, FcmError code, violated fields, message."""
+    """The parts of an FCM error body: status name, FcmError code, violated fields, message."""
 
     status: str | None = None
     error_code: str | None = None
@@ -105,7 +105,7 @@ def read_response(response: HttpResponse) -> SendResult:
     error = read_error_body(response.body)
     outcome = classify_fcm(response.status, error.error_code, error.names_token)
     if error.error_code is None:
-        logger.info("FCM answered %d %s: %s", response.status, error.status, error.message)
+        logger.info("FCM returned %d %s: %s", response.status, error.status, error.message)
     return SendResult(
         outcome,
         reason=error.error_code or error.status or f"http_{response.status}",
@@ -165,8 +165,8 @@ class FcmClient(ProviderClient):
         result = await self.post(body)
         if result.status != 401 or result.outcome is not Outcome.CREDENTIALS:
             return result
-        # A 401 without a third-party error means our access token was refused (revoked
-        # or expired early); FCM asks to refresh it once and retry.
+        # A 401 without a third-party error means FCM rejected our access token (revoked
+        # or expired early). FCM's retry guidance is to refresh it once and retry.
         if result.reason in ("THIRD_PARTY_AUTH_ERROR", "APNS_AUTH_ERROR"):
             return result
         return await self.post(body)

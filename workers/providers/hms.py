@@ -1,6 +1,6 @@
 """HMS (Huawei Push Kit) client: `POST /v2/<project>/messages:send` with an OAuth token.
 
-Huawei answers most results with HTTP 200 and a result code in the JSON body, so the
+Huawei returns most results with HTTP 200 and a result code in the JSON body, so the
 outcome is read from `code` first and from the HTTP status only without one.
 """
 
@@ -52,7 +52,7 @@ def read_response(response: HttpResponse) -> SendResult:
 
     outcome = classify_hms(response.status, code)
     if outcome is not Outcome.SENT:
-        logger.info("HMS answered %d code %s: %s", response.status, code, message)
+        logger.info("HMS returned %d code %s: %s", response.status, code, message)
     return SendResult(
         outcome,
         reason=None if outcome is Outcome.SENT else code or f"http_{response.status}",

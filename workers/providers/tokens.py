@@ -180,7 +180,7 @@ class AccessTokenSource:
             return self.current.value
 
     def invalidate(self, rejected: str) -> None:
-        """Drop `rejected` after the provider answered 401 to it; the next call refreshes."""
+        """Drop `rejected` after the provider returned 401 for it; the next call refreshes."""
         if self.current is not None and self.current.value == rejected:
             self.current = None
 
@@ -275,7 +275,7 @@ class GoogleAccessTokenSource(AccessTokenSource):
             await loop.run_in_executor(None, self.credentials.refresh, self.request)
         except google_exceptions.RefreshError as error:
             # google-auth raises RefreshError for rejected grants and, after its own
-            # retries, for 5xx answers; `retryable` tells the two apart.
+            # retries, for 5xx responses. Its `retryable` flag separates the two.
             rejected = not getattr(error, "retryable", False)
             raise TokenUnavailable(
                 f"FCM token request failed: {error}", credentials_rejected=rejected
@@ -337,7 +337,7 @@ class HmsAccessTokenSource(AccessTokenSource):
     def parse(self, status: int, body: bytes) -> AccessToken:
         if status >= 500:
             raise TokenUnavailable(
-                f"HMS token endpoint answered {status}", credentials_rejected=False
+                f"HMS token request failed with HTTP {status}", credentials_rejected=False
             )
         try:
             answer = orjson.loads(body)
@@ -345,7 +345,7 @@ class HmsAccessTokenSource(AccessTokenSource):
             expires_in = float(answer.get("expires_in", 3600))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             raise TokenUnavailable(
-                f"HMS token endpoint answered {status} without an access token: {body[:200]!r}",
+                f"HMS token response (HTTP {status}) has no access token: {body[:200]!r}",
                 credentials_rejected=400 <= status < 500,
             ) from None
         logger.info("obtained HMS access token for client %s", self.client_id)
