@@ -156,7 +156,7 @@ def main(argv: Sequence[str]) -> int:
     install_log_filter()
 
     try:
-        settings = load_settings()
+        settings: Settings = load_settings()
         uvloop.run(serve(settings))
     except PushServerError as failure:
         logger.error("API start-up failed: %s", failure)

@@ -62,7 +62,9 @@ async def read_json(request: web.Request, limit_bytes: int) -> Any:
     """Read and parse a JSON body; raise RequestInvalid for malformed JSON or NUL characters."""
     media_type = request.content_type.lower()
     if media_type not in JSON_TYPES and not media_type.endswith("+json"):
-        raise UnsupportedMediaType(f"Content-Type {media_type} is not supported; send application/json")
+        raise UnsupportedMediaType(
+            f"Content-Type {media_type} is not supported; send application/json"
+        )
     body = await read_body(request, limit_bytes)
     if not body.strip():
         raise invalid("request", "a JSON request body is required")

@@ -13,6 +13,4 @@ REQUEST_SECONDS = Histogram(
     ["route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
-ROWS_WRITTEN = Counter(
-    "push_api_rows_written_total", "Rows inserted by API requests", ["table"]
-)
+ROWS_WRITTEN = Counter("push_api_rows_written_total", "Rows inserted by API requests", ["table"])

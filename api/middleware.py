@@ -12,9 +12,10 @@ import time
 
 import asyncpg
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from api.envelope import error
-from api.metrics import REQUESTS, REQUEST_SECONDS
+from api.metrics import REQUEST_SECONDS, REQUESTS
 from api.request_ids import (
     accepted_correlation_id,
     choose_request_id,
@@ -60,7 +61,7 @@ HTTP_ERROR_CODES = {404: "ERROR_NOT_FOUND", 405: "ERROR_METHOD_NOT_ALLOWED"}
 
 
 @web.middleware
-async def request_id_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bind the request id to the logs of this request and echo it as X-Request-ID."""
     request_id = choose_request_id(request.headers.get("X-Request-ID"))
     request_token = request_id_var.set(request_id)
@@ -77,7 +78,7 @@ async def request_id_middleware(request: web.Request, handler: web.Handler) -> w
 
 
 @web.middleware
-async def metrics_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     endpoint = endpoint_of(request)
     route = endpoint.path if endpoint is not None else "unmatched"
@@ -88,7 +89,7 @@ async def metrics_middleware(request: web.Request, handler: web.Handler) -> web.
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn every exception into the error envelope; no exception reaches aiohttp."""
     try:
         return await handler(request)
@@ -102,7 +103,7 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
         # caller's input, not a server fault.
         logger.info("request rejected by PostgreSQL: %s", failure)
         return error(400, "ERROR_REQUEST", f"Invalid value: {failure}")
-    except Exception as failure:  # noqa: BLE001 - this is the one place that maps them all
+    except Exception as failure:
         return map_exception(request, failure)
 
 
@@ -116,7 +117,9 @@ def map_exception(request: web.Request, failure: Exception) -> web.Response:
 
 def known_error(request: web.Request, failure: Exception, status: int, code: str) -> web.Response:
     level = logging.WARNING if status >= 500 else logging.INFO
-    logger.log(level, "%s %s answered %d %s: %s", request.method, request.path, status, code, failure)
+    logger.log(
+        level, "%s %s answered %d %s: %s", request.method, request.path, status, code, failure
+    )
     if isinstance(failure, RequestInvalid):
         return error(status, code, str(failure), violations=failure.violations)
     response = error(status, code, str(failure))
@@ -126,7 +129,7 @@ def known_error(request: web.Request, failure: Exception, status: int, code: str
 
 
 @web.middleware
-async def auth_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Check the API key and role of endpoints that need one."""
     endpoint = endpoint_of(request)
     authenticator = request.app.get(AUTHENTICATOR_KEY)

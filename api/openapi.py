@@ -107,11 +107,26 @@ def operation(endpoint: Endpoint, method: str, reference: dict[str, Any] | None)
     if endpoint.role is not None:
         result["security"] = [{"bearer": []}, {"basic": []}]
         result["description"] = f"Requires an API key with the role {endpoint.role.value} or admin."
-        result["responses"]["401"] = {"description": "No valid API key", "content": json_content(ERROR_REF)}
-        result["responses"]["403"] = {"description": "Role missing", "content": json_content(ERROR_REF)}
-    parameters = [
-        {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
-    ] if "{id}" in endpoint.path else []
+        result["responses"]["401"] = {
+            "description": "No valid API key",
+            "content": json_content(ERROR_REF),
+        }
+        result["responses"]["403"] = {
+            "description": "Role missing",
+            "content": json_content(ERROR_REF),
+        }
+    parameters = (
+        [
+            {
+                "name": "id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        ]
+        if "{id}" in endpoint.path
+        else []
+    )
     parameters += [
         {"name": query, "in": "query", "required": required, "schema": {"type": kind}}
         for query, kind, required in endpoint.query
@@ -119,7 +134,10 @@ def operation(endpoint: Endpoint, method: str, reference: dict[str, Any] | None)
     if parameters:
         result["parameters"] = parameters
     if reference is not None and method != "GET":
-        result["requestBody"] = {"required": True, "content": {"application/json": {"schema": reference}}}
+        result["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": reference}},
+        }
     return result
 
 
@@ -148,7 +166,7 @@ def build_docs_page(document: dict[str, Any]) -> str:
                 f"<td>{html.escape(role)}</td></tr>"
             )
     schemas = "".join(
-        f"<h3 id=\"{html.escape(name)}\">{html.escape(name)}</h3>"
+        f'<h3 id="{html.escape(name)}">{html.escape(name)}</h3>'
         f"<pre>{html.escape(format_schema(schema))}</pre>"
         for name, schema in document["components"]["schemas"].items()
     )

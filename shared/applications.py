@@ -257,6 +257,8 @@ def check_service_account(document: bytes) -> None:
     try:
         private_key = load_pem_private_key(account["private_key"].encode(), password=None)
     except (ValueError, TypeError):
-        raise CredentialsInvalid("private_key of the service-account JSON is not a PEM key") from None
+        raise CredentialsInvalid(
+            "private_key of the service-account JSON is not a PEM key"
+        ) from None
     if not isinstance(private_key, rsa.RSAPrivateKey):
         raise CredentialsInvalid("private_key of the service-account JSON must be an RSA key")

@@ -44,7 +44,10 @@ HMS_TOKEN = re.compile(r"^[A-Za-z0-9_:.+/=\-]{16,4096}$")
 TOKEN_FORMATS = {
     Platform.APNS: (APNS_TOKEN, "an APNs token must be 32 to 100 bytes of hex"),
     Platform.FCM: (FCM_TOKEN, "an FCM token must be 16 to 4096 characters of A-Z a-z 0-9 _ : . -"),
-    Platform.HMS: (HMS_TOKEN, "an HMS token must be 16 to 4096 characters of A-Z a-z 0-9 _ : . + / = -"),
+    Platform.HMS: (
+        HMS_TOKEN,
+        "an HMS token must be 16 to 4096 characters of A-Z a-z 0-9 _ : . + / = -",
+    ),
 }
 
 REGISTER_ACTIVATION = """
@@ -144,9 +147,7 @@ async def resolve_activation(
                 ],
             )
         info = await context.powerauth.get_activation(activation_id)
-        status = ActivationStatus(info.activation_status) if is_known_status(
-            info.activation_status
-        ) else None
+        status = parse_status(info.activation_status)
         user_id = user_id or info.user_id
 
     if status is None or status is ActivationStatus.REMOVED or not user_id:
@@ -154,8 +155,11 @@ async def resolve_activation(
     return ActivationState(activation_id, user_id, status is ActivationStatus.ACTIVE)
 
 
-def is_known_status(value: str | None) -> bool:
-    return value in ActivationStatus.__members__
+def parse_status(value: str | None) -> ActivationStatus | None:
+    """Return PowerAuth's status value as the enum; None for a missing or unknown one."""
+    if value is None or value not in ActivationStatus.__members__:
+        return None
+    return ActivationStatus(value)
 
 
 async def create_device(context: ServiceContext, request: CreateDeviceRequest) -> None:
@@ -244,8 +248,7 @@ async def update_device_status(context: ServiceContext, request: UpdateDeviceSta
                 ],
             )
         info = await context.powerauth.get_activation(request.activation_id)
-        known = is_known_status(info.activation_status)
-        status = ActivationStatus(info.activation_status) if known else ActivationStatus.REMOVED
+        status = parse_status(info.activation_status) or ActivationStatus.REMOVED
 
     result = await context.pool.execute(
         "UPDATE push_device SET is_active = $2 WHERE activation_id = $1",

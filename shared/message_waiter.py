@@ -38,7 +38,11 @@ def parse_payload(payload: str) -> list[int]:
             values = orjson.loads(text)
         except orjson.JSONDecodeError:
             return []
-        return [value for value in values if isinstance(value, int)] if isinstance(values, list) else []
+        return (
+            [value for value in values if isinstance(value, int)]
+            if isinstance(values, list)
+            else []
+        )
     return [int(part) for part in text.split(",") if part.strip().isdigit()]
 
 
@@ -71,7 +75,9 @@ class MessageWaiter:
             self.connection = await asyncpg.connect(self.database_url)
             await self.connection.add_listener(MESSAGE_DONE_CHANNEL, self._on_notify)
         except (OSError, asyncpg.PostgresError) as error:
-            logger.warning("LISTEN %s failed, SYNCHRONOUS sends poll: %r", MESSAGE_DONE_CHANNEL, error)
+            logger.warning(
+                "LISTEN %s failed, SYNCHRONOUS sends poll: %r", MESSAGE_DONE_CHANNEL, error
+            )
             self.connection = None
 
     async def close(self) -> None:

@@ -173,7 +173,9 @@ async def insert_messages(
     messages: list[PushMessage],
     idempotency_key: str | None,
 ) -> SendResult:
-    rows = await connection.fetch(INSERT_MESSAGES, app_id, *message_arrays(messages), idempotency_key)
+    rows = await connection.fetch(
+        INSERT_MESSAGES, app_id, *message_arrays(messages), idempotency_key
+    )
     if not rows:
         raise ApplicationNotFound(CREDENTIALS_NOT_FOUND)
 
@@ -197,7 +199,11 @@ async def insert_once(
     request_hash = hash_request(request.model_dump(mode="json", by_alias=True))
     async with context.pool.acquire() as connection, connection.transaction():
         stored = await claim(
-            connection, app_row_id, idempotency_key, request_hash, context.settings.idempotency_ttl_s
+            connection,
+            app_row_id,
+            idempotency_key,
+            request_hash,
+            context.settings.idempotency_ttl_s,
         )
         if stored is not None:
             logger.info("replaying send of app=%s for a repeated Idempotency-Key", request.app_id)

@@ -89,7 +89,9 @@ class TokenRegistration(RequestModel):
     platform: Platform
     environment: Environment | None = None
     activation_status: ActivationStatus | None = Field(default=None, alias="activationStatus")
-    user_id: str | None = Field(default=None, alias="userId", min_length=1, max_length=MAX_ID_LENGTH)
+    user_id: str | None = Field(
+        default=None, alias="userId", min_length=1, max_length=MAX_ID_LENGTH
+    )
 
     @field_validator("platform", mode="before")
     @classmethod
@@ -263,9 +265,7 @@ def parse_request(model: type[ModelT], data: Any, prefix: str = "") -> ModelT:
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        raise RequestInvalid(
-            "Request validation failed", violations_of(error, prefix)
-        ) from None
+        raise RequestInvalid("Request validation failed", violations_of(error, prefix)) from None
 
 
 def violations_of(error: ValidationError, prefix: str = "") -> list[dict[str, object]]:

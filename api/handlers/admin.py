@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from api.envelope import ok
 from api.handlers.common import context_of, query_text, read_object
@@ -38,7 +39,9 @@ async def create_application(request: web.Request) -> web.Response:
 
 
 async def update_apns(request: web.Request) -> web.Response:
-    await applications.update_apns(context_of(request), await read_object(request, UpdateApnsRequest))
+    await applications.update_apns(
+        context_of(request), await read_object(request, UpdateApnsRequest)
+    )
     return ok()
 
 
@@ -58,7 +61,7 @@ async def update_hms(request: web.Request) -> web.Response:
     return ok()
 
 
-def remover(provider: str, from_query: bool) -> web.Handler:
+def remover(provider: str, from_query: bool) -> Handler:
     """Return a handler that removes one provider's credentials.
 
     The current paths take `?appId=` with DELETE; the deprecated ones a body `{appId}`.

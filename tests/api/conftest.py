@@ -69,9 +69,7 @@ ClientFactory = Callable[..., Awaitable[TestClient]]
 
 
 @pytest.fixture
-async def make_client(
-    api_settings: Settings, pool: asyncpg.Pool
-) -> AsyncIterator[ClientFactory]:
+async def make_client(api_settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[ClientFactory]:
     """Return a factory of API clients; each runs the real app over its own context."""
     closers: list[Callable[[], Awaitable[None]]] = []
 
@@ -128,7 +126,9 @@ async def call(
 
 
 async def create_application(client: TestClient, app_id: str = APP_ID) -> None:
-    await call(client, "POST", "/admin/app/create", {"requestObject": {"appId": app_id}}, expect=200)
+    await call(
+        client, "POST", "/admin/app/create", {"requestObject": {"appId": app_id}}, expect=200
+    )
 
 
 async def register(
@@ -191,7 +191,9 @@ class FakePowerAuth:
         self.requests.append((request.path, await request.json()))
         if self.fail:
             return web.json_response({"status": "ERROR"}, status=500)
-        applications = [{"applicationId": app_id, "applicationName": app_id} for app_id in self.applications]
+        applications = [
+            {"applicationId": app_id, "applicationName": app_id} for app_id in self.applications
+        ]
         return web.json_response({"status": "OK", "responseObject": {"applications": applications}})
 
     @property

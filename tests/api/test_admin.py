@@ -59,11 +59,22 @@ def apns_body(**changes: Any) -> dict[str, Any]:
 
 def fcm_body(account: dict[str, Any] | None = None) -> dict[str, Any]:
     document = orjson.dumps(account or service_account())
-    return {"requestObject": {"appId": APP_ID, "projectId": "demo-project", "privateKeyBase64": b64(document)}}
+    return {
+        "requestObject": {
+            "appId": APP_ID,
+            "projectId": "demo-project",
+            "privateKeyBase64": b64(document),
+        }
+    }
 
 
 HMS_BODY = {
-    "requestObject": {"appId": APP_ID, "projectId": "hms-project", "clientId": "10203040", "clientSecret": "hms-secret-value"}
+    "requestObject": {
+        "appId": APP_ID,
+        "projectId": "hms-project",
+        "clientId": "10203040",
+        "clientSecret": "hms-secret-value",
+    }
 }
 
 
@@ -73,7 +84,9 @@ async def credentials(pool: asyncpg.Pool) -> asyncpg.Record:
 
 async def test_create_and_list(client: TestClient) -> None:
     await create_application(client)
-    status, document = await call(client, "POST", "/admin/app/create", {"requestObject": {"appId": "second"}})
+    status, document = await call(
+        client, "POST", "/admin/app/create", {"requestObject": {"appId": "second"}}
+    )
 
     _status, listed = await call(client, "GET", "/admin/app/list")
 
@@ -88,10 +101,15 @@ async def test_create_and_list(client: TestClient) -> None:
 async def test_create_twice_is_rejected(client: TestClient) -> None:
     await create_application(client)
 
-    status, document = await call(client, "POST", "/admin/app/create", {"requestObject": {"appId": APP_ID}})
+    status, document = await call(
+        client, "POST", "/admin/app/create", {"requestObject": {"appId": APP_ID}}
+    )
 
     assert status == 400
-    assert document["responseObject"] == {"code": "ERROR_GENERIC", "message": "Application already exists"}
+    assert document["responseObject"] == {
+        "code": "ERROR_GENERIC",
+        "message": "Application already exists",
+    }
 
 
 async def test_apns_update_stores_encrypted_key(
@@ -118,7 +136,9 @@ async def test_apns_update_requires_environment_on_new_path(client: TestClient) 
     await create_application(client)
 
     status, document = await call(client, "PUT", "/admin/app/apns", apns_body(environment=None))
-    legacy, _document = await call(client, "PUT", "/admin/app/ios/update", apns_body(environment=None))
+    legacy, _document = await call(
+        client, "PUT", "/admin/app/ios/update", apns_body(environment=None)
+    )
 
     assert status == 400
     assert document["responseObject"]["violations"][0]["fieldName"] == "requestObject.environment"
@@ -127,10 +147,17 @@ async def test_apns_update_requires_environment_on_new_path(client: TestClient) 
 
 async def test_apns_key_must_be_p256(client: TestClient) -> None:
     await create_application(client)
-    cases = [b64(b"not a key"), b64(RSA_KEY), b64(pem(ec.generate_private_key(ec.SECP384R1()))), "!!!"]
+    cases = [
+        b64(b"not a key"),
+        b64(RSA_KEY),
+        b64(pem(ec.generate_private_key(ec.SECP384R1()))),
+        "!!!",
+    ]
 
     for case in cases:
-        status, document = await call(client, "POST", "/admin/app/apns", apns_body(privateKeyBase64=case))
+        status, document = await call(
+            client, "POST", "/admin/app/apns", apns_body(privateKeyBase64=case)
+        )
         assert status == 400
         assert document["responseObject"]["code"] == "ERROR_GENERIC"
         assert case not in orjson.dumps(document).decode()
@@ -184,15 +211,26 @@ async def test_detail_includes_groups_but_no_secrets(client: TestClient) -> None
     await call(client, "POST", "/admin/app/fcm", fcm_body(), expect=200)
     await call(client, "POST", "/admin/app/hms", HMS_BODY, expect=200)
 
-    _status, bare = await call(client, "POST", "/admin/app/detail", {"requestObject": {"appId": APP_ID}})
+    _status, bare = await call(
+        client, "POST", "/admin/app/detail", {"requestObject": {"appId": APP_ID}}
+    )
     _status, full = await call(
         client,
         "POST",
         "/admin/app/detail",
-        {"requestObject": {"appId": APP_ID, "includeApns": True, "includeFcm": True, "includeHms": True}},
+        {
+            "requestObject": {
+                "appId": APP_ID,
+                "includeApns": True,
+                "includeFcm": True,
+                "includeHms": True,
+            }
+        },
     )
 
-    assert bare["responseObject"] == {"application": {"appId": APP_ID, "apns": True, "fcm": True, "hms": True}}
+    assert bare["responseObject"] == {
+        "application": {"appId": APP_ID, "apns": True, "fcm": True, "hms": True}
+    }
     answer = full["responseObject"]
     assert answer["apnsBundle"] == "com.example.app"
     assert answer["apnsKeyId"] == "KEY123"
@@ -207,7 +245,9 @@ async def test_detail_includes_groups_but_no_secrets(client: TestClient) -> None
 
 
 async def test_detail_of_unknown_application(client: TestClient) -> None:
-    status, document = await call(client, "POST", "/admin/app/detail", {"requestObject": {"appId": "nope"}})
+    status, document = await call(
+        client, "POST", "/admin/app/detail", {"requestObject": {"appId": "nope"}}
+    )
 
     assert status == 400
     assert document["responseObject"]["message"] == "Application with given ID does not exist"
@@ -220,23 +260,46 @@ async def test_remove_on_new_and_deprecated_paths(client: TestClient, pool: asyn
     await call(client, "POST", "/admin/app/hms", HMS_BODY, expect=200)
 
     await call(client, "DELETE", f"/admin/app/apns?appId={APP_ID}", expect=200)
-    await call(client, "POST", "/admin/app/android/remove", {"requestObject": {"appId": APP_ID}}, expect=200)
-    await call(client, "DELETE", "/admin/app/huawei/remove", {"requestObject": {"appId": APP_ID}}, expect=200)
+    await call(
+        client,
+        "POST",
+        "/admin/app/android/remove",
+        {"requestObject": {"appId": APP_ID}},
+        expect=200,
+    )
+    await call(
+        client,
+        "DELETE",
+        "/admin/app/huawei/remove",
+        {"requestObject": {"appId": APP_ID}},
+        expect=200,
+    )
 
     row = await credentials(pool)
-    for column in ("ios_private_key", "ios_bundle", "android_private_key", "android_project_id",
-                   "hms_client_id", "hms_client_secret", "hms_project_id"):
+    for column in (
+        "ios_private_key",
+        "ios_bundle",
+        "android_private_key",
+        "android_project_id",
+        "hms_client_id",
+        "hms_client_secret",
+        "hms_project_id",
+    ):
         assert row[column] is None, column
 
 
-async def test_deprecated_update_paths_write_same_columns(client: TestClient, pool: asyncpg.Pool) -> None:
+async def test_deprecated_update_paths_write_same_columns(
+    client: TestClient, pool: asyncpg.Pool
+) -> None:
     await create_application(client)
 
     await call(client, "POST", "/admin/app/android/update", fcm_body(), expect=200)
     await call(client, "POST", "/admin/app/huawei/update", HMS_BODY, expect=200)
     await call(client, "DELETE", f"/admin/app/fcm?appId={APP_ID}", expect=200)
     await call(client, "DELETE", f"/admin/app/hms?appId={APP_ID}", expect=200)
-    await call(client, "POST", "/admin/app/ios/remove", {"requestObject": {"appId": APP_ID}}, expect=200)
+    await call(
+        client, "POST", "/admin/app/ios/remove", {"requestObject": {"appId": APP_ID}}, expect=200
+    )
 
     row = await credentials(pool)
     assert row["android_private_key"] is None
@@ -255,7 +318,9 @@ async def test_credential_update_for_unknown_application(client: TestClient) -> 
 
 
 async def test_secret_values_never_echoed_in_violations(client: TestClient) -> None:
-    body = {"requestObject": {"appId": APP_ID, "projectId": "p", "clientId": "c", "clientSecret": 12345}}
+    body = {
+        "requestObject": {"appId": APP_ID, "projectId": "p", "clientId": "c", "clientSecret": 12345}
+    }
 
     status, document = await call(client, "POST", "/admin/app/hms", body)
 
@@ -275,7 +340,10 @@ async def test_unconfigured_list_asks_powerauth(
     status, document = await call(client, "GET", "/admin/app/unconfigured/list")
 
     assert status == 200
-    assert document["responseObject"]["applicationList"] == [{"appId": "pa-only-1"}, {"appId": "pa-only-2"}]
+    assert document["responseObject"]["applicationList"] == [
+        {"appId": "pa-only-1"},
+        {"appId": "pa-only-2"},
+    ]
     assert powerauth.requests[0][0] == "/rest/v3/application/list"
 
 

@@ -100,7 +100,9 @@ async def test_registrar_can_register_with_basic(client: TestClient) -> None:
         }
     }
 
-    status, _document = await call(client, "POST", "/push/device/create", body, headers=basic("mobile", REGISTRAR_KEY))
+    status, _document = await call(
+        client, "POST", "/push/device/create", body, headers=basic("mobile", REGISTRAR_KEY)
+    )
 
     assert status == 200
 

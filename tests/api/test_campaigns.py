@@ -13,7 +13,9 @@ BODY = {"title": "Sale", "body": "Everything must go"}
 
 async def create_campaign(client: TestClient, **fields: object) -> int:
     request = {"appId": APP_ID, "message": BODY, **fields}
-    _status, document = await call(client, "POST", "/push/campaign/create", {"requestObject": request}, expect=200)
+    _status, document = await call(
+        client, "POST", "/push/campaign/create", {"requestObject": request}, expect=200
+    )
     campaign_id: int = document["responseObject"]["id"]
     return campaign_id
 
@@ -47,7 +49,10 @@ async def test_create_takes_attributes_and_priority(client: TestClient) -> None:
 
 async def test_create_for_unknown_application_is_rejected(client: TestClient) -> None:
     status, document = await call(
-        client, "POST", "/push/campaign/create", {"requestObject": {"appId": "nope", "message": BODY}}
+        client,
+        "POST",
+        "/push/campaign/create",
+        {"requestObject": {"appId": "nope", "message": BODY}},
     )
 
     assert status == 400
@@ -84,11 +89,25 @@ async def test_user_add_list_and_delete(client: TestClient) -> None:
     users = {"requestObject": ["u1", "u2", "u3", "u2"]}
 
     await call(client, "PUT", f"/push/campaign/{campaign_id}/user/add", users, expect=200)
-    await call(client, "POST", f"/push/campaign/{campaign_id}/user/add", {"requestObject": ["u3", "u4"]}, expect=200)
-    _status, page0 = await call(client, "GET", f"/push/campaign/{campaign_id}/user/list?page=0&size=3")
-    _status, page1 = await call(client, "GET", f"/push/campaign/{campaign_id}/user/list?page=1&size=3")
     await call(
-        client, "DELETE", f"/push/campaign/{campaign_id}/user/delete", {"requestObject": ["u1", "zz"]}, expect=200
+        client,
+        "POST",
+        f"/push/campaign/{campaign_id}/user/add",
+        {"requestObject": ["u3", "u4"]},
+        expect=200,
+    )
+    _status, page0 = await call(
+        client, "GET", f"/push/campaign/{campaign_id}/user/list?page=0&size=3"
+    )
+    _status, page1 = await call(
+        client, "GET", f"/push/campaign/{campaign_id}/user/list?page=1&size=3"
+    )
+    await call(
+        client,
+        "DELETE",
+        f"/push/campaign/{campaign_id}/user/delete",
+        {"requestObject": ["u1", "zz"]},
+        expect=200,
     )
     _status, after = await call(client, "GET", f"/push/campaign/{campaign_id}/user/list?size=10")
 
@@ -100,7 +119,9 @@ async def test_user_add_list_and_delete(client: TestClient) -> None:
 
 
 async def test_user_add_for_unknown_campaign_is_rejected(client: TestClient) -> None:
-    status, document = await call(client, "PUT", "/push/campaign/999/user/add", {"requestObject": ["u1"]})
+    status, document = await call(
+        client, "PUT", "/push/campaign/999/user/add", {"requestObject": ["u1"]}
+    )
 
     assert status == 400
     assert document["responseObject"]["code"] == "ERROR_GENERIC"
@@ -123,9 +144,17 @@ async def test_user_add_takes_100000_users(client: TestClient, pool: asyncpg.Poo
     campaign_id = await create_campaign(client)
     users = [f"user-{index:07d}" for index in range(100_000)]
 
-    await call(client, "PUT", f"/push/campaign/{campaign_id}/user/add", {"requestObject": users}, expect=200)
+    await call(
+        client,
+        "PUT",
+        f"/push/campaign/{campaign_id}/user/add",
+        {"requestObject": users},
+        expect=200,
+    )
 
-    count = await pool.fetchval("SELECT count(*) FROM push_campaign_user WHERE campaign_id = $1", campaign_id)
+    count = await pool.fetchval(
+        "SELECT count(*) FROM push_campaign_user WHERE campaign_id = $1", campaign_id
+    )
     assert count == 100_000
 
 
@@ -139,10 +168,14 @@ async def test_send_live_publishes_expansion_job(
 
     assert status == 200
     assert document == {"status": "OK"}
-    row = await pool.fetchrow("SELECT state, timestamp_sent FROM push_campaign WHERE id = $1", campaign_id)
+    row = await pool.fetchrow(
+        "SELECT state, timestamp_sent FROM push_campaign WHERE id = $1", campaign_id
+    )
     assert row["state"] == "sending"
     assert row["timestamp_sent"] is not None
-    jobs = await read_queue(settings.amqp_url.get_secret_value(), f"{settings.queue_prefix}.campaign")
+    jobs = await read_queue(
+        settings.amqp_url.get_secret_value(), f"{settings.queue_prefix}.campaign"
+    )
     assert jobs == [{"campaignId": campaign_id}]
 
 
@@ -160,7 +193,10 @@ async def test_send_test_sends_to_one_user(client: TestClient, pool: asyncpg.Poo
     campaign_id = await create_campaign(client, priority="NORMAL")
 
     status, document = await call(
-        client, "POST", f"/push/campaign/send/test/{campaign_id}", {"requestObject": {"userId": "tester"}}
+        client,
+        "POST",
+        f"/push/campaign/send/test/{campaign_id}",
+        {"requestObject": {"userId": "tester"}},
     )
 
     assert status == 200
@@ -170,11 +206,15 @@ async def test_send_test_sends_to_one_user(client: TestClient, pool: asyncpg.Poo
     assert rows[0]["message_body"] == BODY
 
 
-async def add_campaign_devices(pool: asyncpg.Pool, campaign_id: int, statuses: list[tuple[int, str | None]]) -> None:
+async def add_campaign_devices(
+    pool: asyncpg.Pool, campaign_id: int, statuses: list[tuple[int, str | None]]
+) -> None:
     for index, (status, reason) in enumerate(statuses):
         await pool.execute(
-            "INSERT INTO push_campaign_device (campaign_id, platform, token, status, failure_reason,"
-            " timestamp_sent) VALUES ($1, 'apns', $2, $3::smallint, $4, CASE WHEN $3::smallint = 1 THEN now() END)",
+            "INSERT INTO push_campaign_device"
+            " (campaign_id, platform, token, status, failure_reason, timestamp_sent)"
+            " VALUES ($1, 'apns', $2, $3::smallint, $4,"
+            " CASE WHEN $3::smallint = 1 THEN now() END)",
             campaign_id,
             f"{index:064x}",
             status,
@@ -187,7 +227,9 @@ async def test_progress_counts_statuses_and_reasons(client: TestClient, pool: as
     campaign_id = await create_campaign(client)
     await call(client, "POST", f"/push/campaign/send/live/{campaign_id}", expect=200)
     await add_campaign_devices(
-        pool, campaign_id, [(0, None), (0, None), (2, None), (1, None), (1, None), (-1, "BadDeviceToken")]
+        pool,
+        campaign_id,
+        [(0, None), (0, None), (2, None), (1, None), (1, None), (-1, "BadDeviceToken")],
     )
 
     status, document = await call(client, "GET", f"/push/campaign/{campaign_id}/progress")
@@ -207,7 +249,13 @@ async def test_delete_of_sending_campaign_cancels_and_deletes(
 ) -> None:
     await create_application(client)
     campaign_id = await create_campaign(client)
-    await call(client, "PUT", f"/push/campaign/{campaign_id}/user/add", {"requestObject": ["u1"]}, expect=200)
+    await call(
+        client,
+        "PUT",
+        f"/push/campaign/{campaign_id}/user/add",
+        {"requestObject": ["u1"]},
+        expect=200,
+    )
     await call(client, "POST", f"/push/campaign/send/live/{campaign_id}", expect=200)
     await add_campaign_devices(pool, campaign_id, [(0, None), (1, None)])
 
@@ -223,7 +271,9 @@ async def test_delete_of_sending_campaign_cancels_and_deletes(
     assert await pool.fetchval("SELECT count(*) FROM push_campaign_device") == 0
 
 
-async def test_cancel_fails_pending_rows_with_reason(client: TestClient, pool: asyncpg.Pool) -> None:
+async def test_cancel_fails_pending_rows_with_reason(
+    client: TestClient, pool: asyncpg.Pool
+) -> None:
     from shared.campaigns import CANCEL_PENDING_DEVICES
 
     await create_application(client)
@@ -233,4 +283,8 @@ async def test_cancel_fails_pending_rows_with_reason(client: TestClient, pool: a
     await pool.execute(CANCEL_PENDING_DEVICES, campaign_id)
 
     rows = await pool.fetch("SELECT status, failure_reason FROM push_campaign_device ORDER BY id")
-    assert [(row["status"], row["failure_reason"]) for row in rows] == [(-1, "cancelled"), (1, None), (2, None)]
+    assert [(row["status"], row["failure_reason"]) for row in rows] == [
+        (-1, "cancelled"),
+        (1, None),
+        (2, None),
+    ]

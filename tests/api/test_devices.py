@@ -86,7 +86,12 @@ async def test_create_accepts_legacy_platform_names(client: TestClient, pool: as
 
 async def test_create_rejects_malformed_tokens(client: TestClient, pool: asyncpg.Pool) -> None:
     await create_application(client)
-    cases = [("apns", "not-hex-at-all"), ("apns", "ab" * 8), ("fcm", "short"), ("hms", "has space " * 3)]
+    cases = [
+        ("apns", "not-hex-at-all"),
+        ("apns", "ab" * 8),
+        ("fcm", "short"),
+        ("hms", "has space " * 3),
+    ]
 
     for platform, token in cases:
         status, document = await call(
@@ -104,12 +109,16 @@ async def test_environment_is_lower_case_and_apns_only(
 ) -> None:
     await create_application(client)
 
-    await call(client, "POST", "/push/device/create", create_body(environment="DEVELOPMENT"), expect=200)
+    await call(
+        client, "POST", "/push/device/create", create_body(environment="DEVELOPMENT"), expect=200
+    )
     await call(
         client,
         "POST",
         "/push/device/create",
-        create_body(platform="fcm", token=FCM_TOKEN, activationId="act-2", environment="production"),
+        create_body(
+            platform="fcm", token=FCM_TOKEN, activationId="act-2", environment="production"
+        ),
         expect=200,
     )
 
@@ -147,14 +156,20 @@ async def test_token_moves_to_new_activation(client: TestClient, pool: asyncpg.P
     await call(client, "POST", "/push/device/create", create_body(), expect=200)
 
     await call(
-        client, "POST", "/push/device/create", create_body(activationId="act-2", userId="user-2"), expect=200
+        client,
+        "POST",
+        "/push/device/create",
+        create_body(activationId="act-2", userId="user-2"),
+        expect=200,
     )
 
     rows = await devices(pool)
     assert [(row["activation_id"], row["user_id"]) for row in rows] == [("act-2", "user-2")]
 
 
-async def test_same_token_in_other_application_stays(client: TestClient, pool: asyncpg.Pool) -> None:
+async def test_same_token_in_other_application_stays(
+    client: TestClient, pool: asyncpg.Pool
+) -> None:
     await create_application(client)
     await create_application(client, "other-app")
     await call(client, "POST", "/push/device/create", create_body(), expect=200)
@@ -234,7 +249,11 @@ async def test_powerauth_lookup_fills_status_and_user(
     powerauth.activations["act-1"] = {"activationStatus": "BLOCKED", "userId": "pa-user"}
 
     await call(
-        client, "POST", "/push/device/create", create_body(activationStatus=None, userId=None), expect=200
+        client,
+        "POST",
+        "/push/device/create",
+        create_body(activationStatus=None, userId=None),
+        expect=200,
     )
 
     rows = await devices(pool)
@@ -296,9 +315,17 @@ async def test_multi_keeps_one_row_per_listed_activation(
     client: TestClient, pool: asyncpg.Pool
 ) -> None:
     await create_application(client)
-    await call(client, "POST", "/push/device/create/multi", multi_body(["a1", "a2", "a3"]), expect=200)
+    await call(
+        client, "POST", "/push/device/create/multi", multi_body(["a1", "a2", "a3"]), expect=200
+    )
 
-    await call(client, "POST", "/push/device/create/multi", multi_body(["a2", "a3", "a3", "a4"]), expect=200)
+    await call(
+        client,
+        "POST",
+        "/push/device/create/multi",
+        multi_body(["a2", "a3", "a3", "a4"]),
+        expect=200,
+    )
 
     rows = await devices(pool)
     assert sorted(row["activation_id"] for row in rows) == ["a2", "a3", "a4"]
@@ -337,10 +364,16 @@ async def test_status_update_takes_raw_body(client: TestClient, pool: asyncpg.Po
     await register(client, "act-1", "user-1", app_id="other-app")
 
     status, document = await call(
-        client, "POST", "/push/device/status/update", {"activationId": "act-1", "activationStatus": "BLOCKED"}
+        client,
+        "POST",
+        "/push/device/status/update",
+        {"activationId": "act-1", "activationStatus": "BLOCKED"},
     )
     put_status, _document = await call(
-        client, "PUT", "/push/device/status/update", {"activationId": "unknown", "activationStatus": "ACTIVE"}
+        client,
+        "PUT",
+        "/push/device/status/update",
+        {"activationId": "unknown", "activationStatus": "ACTIVE"},
     )
 
     assert status == 200
@@ -377,10 +410,16 @@ async def test_delete_removes_rows_of_token(client: TestClient, pool: asyncpg.Po
     await register(client, "act-2", "user-2", token="c" * 64)
 
     status, _document = await call(
-        client, "DELETE", "/push/device/delete", {"requestObject": {"appId": APP_ID, "token": "A" * 64}}
+        client,
+        "DELETE",
+        "/push/device/delete",
+        {"requestObject": {"appId": APP_ID, "token": "A" * 64}},
     )
     again, _document = await call(
-        client, "POST", "/push/device/delete", {"requestObject": {"appId": APP_ID, "token": "a" * 64}}
+        client,
+        "POST",
+        "/push/device/delete",
+        {"requestObject": {"appId": APP_ID, "token": "a" * 64}},
     )
 
     assert status == 200

@@ -34,8 +34,12 @@ scalars = (
 )
 any_json = st.recursive(
     scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=12) | st.sampled_from(["requestObject", "appId"]), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.text(max_size=12) | st.sampled_from(["requestObject", "appId"]), children, max_size=5
+        )
+    ),
     max_leaves=20,
 )
 
@@ -54,27 +58,39 @@ def from_schema(schema: dict[str, Any], depth: int = 0) -> st.SearchStrategy[Any
     if "anyOf" in schema:
         return st.one_of([from_schema(option, depth + 1) for option in schema["anyOf"]])
     if "enum" in schema:
-        return st.sampled_from(schema["enum"]) | st.sampled_from([value.lower() for value in schema["enum"] if isinstance(value, str)] or [None])
+        return st.sampled_from(schema["enum"]) | st.sampled_from(
+            [value.lower() for value in schema["enum"] if isinstance(value, str)] or [None]
+        )
     kind = schema.get("type")
     if kind == "object":
         properties = schema.get("properties", {})
         required = set(schema.get("required", ()))
         fields = {
-            name: from_schema(field, depth + 1) if name in required else st.none() | from_schema(field, depth + 1)
+            name: from_schema(field, depth + 1)
+            if name in required
+            else st.none() | from_schema(field, depth + 1)
             for name, field in properties.items()
         }
         if not fields:
             return st.dictionaries(st.text(max_size=8), scalars, max_size=3)
-        return st.fixed_dictionaries(fields).map(lambda value: {k: v for k, v in value.items() if v is not None})
+        return st.fixed_dictionaries(fields).map(
+            lambda value: {k: v for k, v in value.items() if v is not None}
+        )
     if kind == "array":
         items = from_schema(schema.get("items", {}), depth + 1)
-        return st.lists(items, min_size=schema.get("minItems", 0), max_size=min(schema.get("maxItems", 5), 5))
+        return st.lists(
+            items, min_size=schema.get("minItems", 0), max_size=min(schema.get("maxItems", 5), 5)
+        )
     if kind == "string":
         if schema.get("format") == "date-time":
-            return st.datetimes(timezones=st.just(__import__("datetime").UTC)).map(lambda value: value.isoformat())
+            return st.datetimes(timezones=st.just(__import__("datetime").UTC)).map(
+                lambda value: value.isoformat()
+            )
         high = min(schema.get("maxLength", 80), 80)
         low = min(schema.get("minLength", 0), high)
-        return st.text(min_size=low, max_size=high) | st.sampled_from(["a" * 64, "mobile-app", "user-1"])
+        return st.text(min_size=low, max_size=high) | st.sampled_from(
+            ["a" * 64, "mobile-app", "user-1"]
+        )
     if kind == "integer":
         return st.integers(schema.get("minimum", -(2**40)), schema.get("maximum", 2**40))
     if kind == "boolean":
@@ -106,7 +122,13 @@ def encode(value: Any) -> bytes:
 @st.composite
 def requests(draw: st.DrawFn) -> tuple[str, str, bytes]:
     method, path, schema = draw(st.sampled_from(OPERATIONS))
-    path = path.replace("{id}", draw(st.sampled_from(["1", "0", "x", "99999999999999999999"]) | st.integers(1, 2**63 - 1).map(str)))
+    path = path.replace(
+        "{id}",
+        draw(
+            st.sampled_from(["1", "0", "x", "99999999999999999999"])
+            | st.integers(1, 2**63 - 1).map(str)
+        ),
+    )
     if schema is not None and draw(st.booleans()):
         body = encode(draw(from_schema(schema)))
     elif draw(st.booleans()):

@@ -54,21 +54,27 @@ async def test_async_send_stores_pending_rows_and_publishes(
     assert all(row["status"] == 0 for row in rows)
     assert all(row["timestamp_queued"] is not None for row in rows)
     assert rows[0]["message_body"] == {"title": "Hello", "body": "World"}
-    published = await read_queue(settings.amqp_url.get_secret_value(), f"{settings.queue_prefix}.delivery")
+    published = await read_queue(
+        settings.amqp_url.get_secret_value(), f"{settings.queue_prefix}.delivery"
+    )
     assert published == [{"kind": "message", "ids": answer["messageIds"]}]
 
 
 async def test_activation_id_targets_one_device(client: TestClient, pool: asyncpg.Pool) -> None:
     await setup_user(client)
 
-    _status, document = await call(client, "POST", "/push/message/send", send_body(activationId="act-2"))
+    _status, document = await call(
+        client, "POST", "/push/message/send", send_body(activationId="act-2")
+    )
 
     rows = await pool.fetch("SELECT activation_id FROM push_message")
     assert len(document["responseObject"]["messageIds"]) == 1
     assert [row["activation_id"] for row in rows] == ["act-2"]
 
 
-async def test_personal_message_skips_inactive_devices(client: TestClient, pool: asyncpg.Pool) -> None:
+async def test_personal_message_skips_inactive_devices(
+    client: TestClient, pool: asyncpg.Pool
+) -> None:
     await create_application(client)
     await register(client, "act-1", "user-1")
     await register(client, "act-2", "user-1", token="b" * 64, status="BLOCKED")
@@ -88,7 +94,9 @@ async def test_personal_message_skips_inactive_devices(client: TestClient, pool:
 
 async def test_invalidated_tokens_are_skipped(client: TestClient, pool: asyncpg.Pool) -> None:
     await setup_user(client)
-    await pool.execute("UPDATE push_device SET timestamp_token_invalidated = now() WHERE activation_id = 'act-1'")
+    await pool.execute(
+        "UPDATE push_device SET timestamp_token_invalidated = now() WHERE activation_id = 'act-1'"
+    )
 
     _status, document = await call(client, "POST", "/push/message/send", send_body())
 
@@ -105,14 +113,23 @@ async def test_user_without_devices_gets_zero_counters(client: TestClient) -> No
     assert status == 200
     zero = {"sent": 0, "failed": 0, "pending": 0, "total": 0}
     answer = document["responseObject"]
-    assert answer == {"mode": "SYNCHRONOUS", "apns": zero, "fcm": zero, "hms": zero, "messageIds": []}
+    assert answer == {
+        "mode": "SYNCHRONOUS",
+        "apns": zero,
+        "fcm": zero,
+        "hms": zero,
+        "messageIds": [],
+    }
 
 
 async def test_unknown_application_answers_credentials_not_found(client: TestClient) -> None:
     status, document = await call(client, "POST", "/push/message/send", send_body())
 
     assert status == 400
-    assert document["responseObject"] == {"code": "ERROR_GENERIC", "message": "AppCredentials not found"}
+    assert document["responseObject"] == {
+        "code": "ERROR_GENERIC",
+        "message": "AppCredentials not found",
+    }
 
 
 async def test_missing_user_and_body_name_the_fields(client: TestClient) -> None:
@@ -150,7 +167,9 @@ async def test_sync_send_counts_notified_outcomes(
     client = await make_client(send_sync_timeout_s=30.0, send_sync_poll_s=30.0)
     await setup_user(client)
 
-    request = asyncio.create_task(call(client, "POST", "/push/message/send", send_body("SYNCHRONOUS")))
+    request = asyncio.create_task(
+        call(client, "POST", "/push/message/send", send_body("SYNCHRONOUS"))
+    )
     ids = await wait_for_rows(pool, 2)
     await asyncio.sleep(0.05)
     await finish_rows(pool, {ids[0]: 1, ids[1]: -1})
@@ -170,7 +189,9 @@ async def test_sync_send_polls_without_notification(
     client = await make_client(send_sync_timeout_s=30.0, send_sync_poll_s=0.1)
     await setup_user(client)
 
-    request = asyncio.create_task(call(client, "POST", "/push/message/send", send_body("SYNCHRONOUS")))
+    request = asyncio.create_task(
+        call(client, "POST", "/push/message/send", send_body("SYNCHRONOUS"))
+    )
     ids = await wait_for_rows(pool, 2)
     await finish_rows(pool, {ids[0]: 1, ids[1]: 1}, notify=False)
     _status, document = await asyncio.wait_for(request, 10)
@@ -179,7 +200,9 @@ async def test_sync_send_polls_without_notification(
     assert document["responseObject"]["fcm"]["sent"] == 1
 
 
-async def test_sync_send_counts_open_rows_as_pending(client: TestClient, pool: asyncpg.Pool) -> None:
+async def test_sync_send_counts_open_rows_as_pending(
+    client: TestClient, pool: asyncpg.Pool
+) -> None:
     await setup_user(client)
 
     _status, document = await call(client, "POST", "/push/message/send", send_body("SYNCHRONOUS"))
@@ -228,13 +251,18 @@ async def test_empty_batch_is_rejected(client: TestClient) -> None:
     await create_application(client)
 
     status, _document = await call(
-        client, "POST", "/push/message/batch/send", {"requestObject": {"appId": APP_ID, "batch": []}}
+        client,
+        "POST",
+        "/push/message/batch/send",
+        {"requestObject": {"appId": APP_ID, "batch": []}},
     )
 
     assert status == 400
 
 
-async def test_idempotent_retry_returns_first_answer(client: TestClient, pool: asyncpg.Pool) -> None:
+async def test_idempotent_retry_returns_first_answer(
+    client: TestClient, pool: asyncpg.Pool
+) -> None:
     await setup_user(client)
     headers = {"Idempotency-Key": "order-17"}
 
@@ -247,12 +275,17 @@ async def test_idempotent_retry_returns_first_answer(client: TestClient, pool: a
     assert {row["idempotency_key"] for row in keys} == {"order-17"}
 
 
-async def test_concurrent_idempotent_sends_write_once(client: TestClient, pool: asyncpg.Pool) -> None:
+async def test_concurrent_idempotent_sends_write_once(
+    client: TestClient, pool: asyncpg.Pool
+) -> None:
     await setup_user(client)
     headers = {"Idempotency-Key": "same-key"}
 
     results = await asyncio.gather(
-        *(call(client, "POST", "/push/message/send", send_body(), headers=headers) for _ in range(10))
+        *(
+            call(client, "POST", "/push/message/send", send_body(), headers=headers)
+            for _ in range(10)
+        )
     )
 
     assert {status for status, _document in results} == {200}
@@ -311,7 +344,9 @@ async def test_bad_idempotency_key_is_rejected(client: TestClient) -> None:
     assert document["responseObject"]["violations"][0]["fieldName"] == "Idempotency-Key"
 
 
-async def test_failed_publish_leaves_rows_for_sweeper(client: TestClient, pool: asyncpg.Pool) -> None:
+async def test_failed_publish_leaves_rows_for_sweeper(
+    client: TestClient, pool: asyncpg.Pool
+) -> None:
     await setup_user(client)
     await context_of(client).publisher.publisher.connection.close()
 
@@ -319,7 +354,9 @@ async def test_failed_publish_leaves_rows_for_sweeper(client: TestClient, pool: 
 
     assert status == 200
     assert len(document["responseObject"]["messageIds"]) == 2
-    rows = await pool.fetch("SELECT status, timestamp_queued, next_attempt_at <= now() AS due FROM push_message")
+    rows = await pool.fetch(
+        "SELECT status, timestamp_queued, next_attempt_at <= now() AS due FROM push_message"
+    )
     assert [row["status"] for row in rows] == [0, 0]
     assert [row["timestamp_queued"] for row in rows] == [None, None]
     assert [row["due"] for row in rows] == [True, True]
@@ -327,7 +364,9 @@ async def test_failed_publish_leaves_rows_for_sweeper(client: TestClient, pool: 
 
 async def test_message_status_by_id(client: TestClient, pool: asyncpg.Pool) -> None:
     await setup_user(client)
-    _status, document = await call(client, "POST", "/push/message/send", send_body(activationId="act-1"))
+    _status, document = await call(
+        client, "POST", "/push/message/send", send_body(activationId="act-1")
+    )
     message_id = document["responseObject"]["messageIds"][0]
     await pool.execute(
         "UPDATE push_message SET status = -1, attempts = 3, failure_reason = 'BadDeviceToken'"

@@ -11,7 +11,9 @@ from tests.api.conftest import ClientFactory, call
 
 
 async def test_service_status_has_original_fields(client: TestClient) -> None:
-    status, document = await call(client, "GET", "/push/service/status", headers={"Authorization": ""})
+    status, document = await call(
+        client, "GET", "/push/service/status", headers={"Authorization": ""}
+    )
 
     assert status == 200
     assert document["status"] == "OK"

@@ -8,7 +8,9 @@ from aiohttp.test_utils import TestClient
 from tests.api.conftest import ADMIN, APP_ID, ClientFactory, call, create_application
 
 
-async def raw_post(client: TestClient, path: str, data: bytes, content_type: str = "application/json") -> tuple[int, dict]:
+async def raw_post(
+    client: TestClient, path: str, data: bytes, content_type: str = "application/json"
+) -> tuple[int, dict]:
     headers = {"Content-Type": content_type, **ADMIN}
     async with client.post(path, data=data, headers=headers) as response:
         return response.status, orjson.loads(await response.read())
@@ -35,13 +37,19 @@ async def test_missing_envelope_is_400(client: TestClient) -> None:
 
 
 async def test_wrong_types_name_each_field(client: TestClient) -> None:
-    body = {"requestObject": {"appId": 5, "token": ["x"], "platform": "windows", "activationId": "a"}}
+    body = {
+        "requestObject": {"appId": 5, "token": ["x"], "platform": "windows", "activationId": "a"}
+    }
 
     status, document = await call(client, "POST", "/push/device/create", body)
 
     assert status == 400
     violations = {item["fieldName"]: item for item in document["responseObject"]["violations"]}
-    assert set(violations) == {"requestObject.appId", "requestObject.token", "requestObject.platform"}
+    assert set(violations) == {
+        "requestObject.appId",
+        "requestObject.token",
+        "requestObject.platform",
+    }
     assert violations["requestObject.appId"]["invalidValue"] == 5
     assert violations["requestObject.platform"]["invalidValue"] == "windows"
     assert "invalidValue" not in violations["requestObject.token"]
@@ -49,7 +57,10 @@ async def test_wrong_types_name_each_field(client: TestClient) -> None:
 
 async def test_nul_characters_are_rejected(client: TestClient) -> None:
     await create_application(client)
-    body = b'{"requestObject": {"appId": "mobile-app", "message": {"userId": "a\\u0000b", "body": {}}}}'
+    body = (
+        b'{"requestObject": {"appId": "mobile-app",'
+        b' "message": {"userId": "a\\u0000b", "body": {}}}}'
+    )
 
     status, document = await raw_post(client, "/push/message/send", body)
 
@@ -58,7 +69,11 @@ async def test_nul_characters_are_rejected(client: TestClient) -> None:
 
 
 async def test_huge_numbers_are_400(client: TestClient) -> None:
-    body = b'{"requestObject": {"appId": "a", "message": {"userId": "u", "body": {"badge": 1' + b"0" * 400 + b"}}}}"
+    body = (
+        b'{"requestObject": {"appId": "a", "message": {"userId": "u", "body": {"badge": 1'
+        + b"0" * 400
+        + b"}}}}"
+    )
 
     status, _document = await raw_post(client, "/push/message/send", body)
     out_of_range, _document = await call(
@@ -73,7 +88,9 @@ async def test_huge_numbers_are_400(client: TestClient) -> None:
 
 
 async def test_wrong_content_type_is_415(client: TestClient) -> None:
-    status, document = await raw_post(client, "/push/device/create", b"appId=x", "application/x-www-form-urlencoded")
+    status, document = await raw_post(
+        client, "/push/device/create", b"appId=x", "application/x-www-form-urlencoded"
+    )
 
     assert status == 415
     assert document["status"] == "ERROR"
@@ -97,14 +114,19 @@ async def test_body_over_limit_is_413(make_client: ClientFactory) -> None:
 
 async def test_unknown_fields_are_ignored(client: TestClient) -> None:
     status, _document = await call(
-        client, "POST", "/admin/app/create", {"requestObject": {"appId": "x", "colour": "blue"}, "extra": 1}
+        client,
+        "POST",
+        "/admin/app/create",
+        {"requestObject": {"appId": "x", "colour": "blue"}, "extra": 1},
     )
 
     assert status == 200
 
 
 async def test_long_invalid_value_is_cut(client: TestClient) -> None:
-    status, document = await call(client, "POST", "/admin/app/create", {"requestObject": {"appId": "y" * 1000}})
+    status, document = await call(
+        client, "POST", "/admin/app/create", {"requestObject": {"appId": "y" * 1000}}
+    )
 
     assert status == 400
     assert len(document["responseObject"]["violations"][0]["invalidValue"]) <= 201
