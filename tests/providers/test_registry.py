@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from shared.message_body import MessageAttributes, MessageBody, Priority
+from shared.settings import load_settings
 from tests.providers.keys import apns_key_pem, service_account_json
 from workers.providers.apns import ApnsClient, resolve_environment
 from workers.providers.base import (
@@ -179,3 +182,25 @@ def test_credentials_repr_hides_secrets() -> None:
 
     assert "PRIVATE KEY" not in text
     assert "secret" not in text
+
+
+async def test_registry_from_settings_reads_endpoints(tmp_path: Path) -> None:
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(b"")
+    settings = load_settings(
+        database_url="postgresql://push@127.0.0.1/push",
+        amqp_url="amqp://push@127.0.0.1/",
+        master_key=base64.b64encode(bytes(32)).decode(),
+        apns_production_url="https://127.0.0.1:1",
+        apns_default_environment="development",
+        fcm_token_url="https://127.0.0.1:2/token",
+        ca_file=ca_file,
+    )
+
+    registry = ProviderRegistry.from_settings(settings)
+
+    assert registry.endpoints.apns_production_url == "https://127.0.0.1:1"
+    assert registry.endpoints.apns_default_environment == "development"
+    assert registry.endpoints.fcm_token_url == "https://127.0.0.1:2/token"
+    assert registry.endpoints.ca_file == ca_file
+    await registry.aclose()
