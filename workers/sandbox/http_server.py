@@ -28,6 +28,8 @@ import h2.settings
 from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
+from workers.sandbox.hpack_codec import HeaderDecoder, HeaderEncoder
+
 logger = logging.getLogger(__name__)
 
 Headers = list[tuple[bytes, bytes]]
@@ -144,7 +146,7 @@ class SandboxServer:
         self._next_connection_id = 0
         self._server: asyncio.Server | None = None
 
-    async def start(self, host: str, port: int, reuse_port: bool = False) -> int:
+    async def start(self, host: str, port: int) -> int:
         """Listen on `host:port` (0 picks a free port) and return the bound port."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
@@ -152,7 +154,6 @@ class SandboxServer:
             host,
             port,
             ssl=self.ssl_context,
-            reuse_port=reuse_port or None,
             backlog=1024,
         )
         bound_port: int = self._server.sockets[0].getsockname()[1]
@@ -238,6 +239,7 @@ class _Http2Handler:
         self.unlocked = service.policy.initial_max_concurrent_streams is None
         self.goaway_stream_id: int | None = None
         self.goaway_sent = False
+        self.flush_scheduled = False
         self.closed = False
 
         config = h2.config.H2Configuration(
@@ -249,6 +251,10 @@ class _Http2Handler:
             normalize_outbound_headers=False,
         )
         self.h2 = _SandboxH2Connection(config=config)
+        # h2 only calls encode/decode and sets the size attributes, which both classes have.
+        self.h2.encoder = HeaderEncoder()  # type: ignore[assignment]
+        self.h2.decoder = HeaderDecoder(service.policy.header_table_size)  # type: ignore[assignment]
+        self.h2.decoder.max_header_list_size = service.policy.max_header_list_size
         policy = service.policy
         self.h2.local_settings = h2.settings.Settings(
             client=False,
@@ -293,7 +299,7 @@ class _Http2Handler:
 
         for event in events:
             self._dispatch_event(event)
-        self._flush()
+        self._schedule_flush()
 
     def _dispatch_event(self, event: h2.events.Event) -> None:
         event_type = type(event)
@@ -373,7 +379,7 @@ class _Http2Handler:
         if self.closed:
             return
         self._send_response(stream_id, response)
-        self._flush()
+        self._schedule_flush()
 
     def _send_response(self, stream_id: int, response: Response) -> None:
         headers = [(b":status", _STATUS_BYTES[response.status]), *response.headers]
@@ -441,7 +447,15 @@ class _Http2Handler:
         except h2.exceptions.StreamClosedError:
             pass
 
+    def _schedule_flush(self) -> None:
+        # One TLS write per event-loop pass instead of one per read or per delayed response:
+        # each write costs an encryption and a syscall, more than answering a request.
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
     def _flush(self) -> None:
+        self.flush_scheduled = False
         data = self.h2.data_to_send()
         if data and not self.transport.is_closing():
             self.transport.write(data)

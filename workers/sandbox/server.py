@@ -85,11 +85,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="turn off the built-in token markers (tokens ending in 0000dead and so on)",
     )
-    parser.add_argument(
-        "--reuse-port",
-        action="store_true",
-        help="set SO_REUSEPORT so several sandbox processes can share the service ports",
-    )
     parser.add_argument("--log-level", default="INFO", help="logging level, e.g. DEBUG or INFO")
     return parser
 
@@ -136,7 +131,7 @@ async def _serve(arguments: argparse.Namespace) -> None:
     ports: dict[str, int] = {}
     for provider, service, port, context in listeners:
         server = SandboxServer(service, context)
-        ports[service.name] = await server.start(host, port, reuse_port=arguments.reuse_port)
+        ports[service.name] = await server.start(host, port)
         servers[provider].append(server)
 
     url_host = f"[{host}]" if ":" in host else host
@@ -155,7 +150,7 @@ async def _serve(arguments: argparse.Namespace) -> None:
     admin = AdminApi(state, servers, info)
     runner = web.AppRunner(admin.build_app(), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, arguments.admin_port, reuse_port=arguments.reuse_port)
+    site = web.TCPSite(runner, host, arguments.admin_port)
     await site.start()
     admin_port = runner.addresses[0][1]
     info["admin_url"] = f"http://{url_host}:{admin_port}"
