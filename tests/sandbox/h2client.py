@@ -116,7 +116,7 @@ class H2TestConnection:
         body: bytes = b"",
         method: str = "POST",
     ) -> int:
-        """Open a stream and send the whole request without waiting for the answer."""
+        """Open a stream and send the whole request without waiting for the response."""
         stream_id = self.conn.get_next_available_stream_id()
         request_headers = [
             (b":method", method.encode()),

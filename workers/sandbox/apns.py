@@ -1,6 +1,6 @@
 """Fake APNs provider API: `POST /3/device/<token>` over HTTP/2 with token (JWT) auth.
 
-Checks run in this order, and the first failing one decides the answer: method and path,
+Checks run in this order, and the first failing one decides the response: method and path,
 duplicate headers, provider token, request headers, device token, payload, then the
 built-in token markers and fault rules. Real APNs does not document its order; auth comes
 before the headers here because APNs gates the stream count on auth.
@@ -33,7 +33,8 @@ MAX_COLLAPSE_ID_BYTES = 64
 PROVIDER_TOKEN_MAX_AGE_S = 3600
 # Allowance for provider clocks running ahead before an `iat` counts as "in the future".
 PROVIDER_TOKEN_FUTURE_SKEW_S = 60
-# Apple: a new provider token at most once every 20 minutes on one connection.
+# Apple allows a new provider token at most once every 20 minutes on one connection;
+# enforced only when the strict_token_updates switch is on.
 PROVIDER_TOKEN_MIN_UPDATE_INTERVAL_S = 20 * 60
 MAX_CACHED_PROVIDER_TOKENS = 10_000
 
@@ -64,7 +65,7 @@ _HEX = re.compile(rb"[0-9a-fA-F]+")
 _INTEGER = re.compile(rb"-?[0-9]+")
 _PRIORITIES = frozenset({b"1", b"5", b"10"})
 
-# Built-in markers (when enabled): device tokens ending like this get a fixed answer.
+# Built-in markers (when enabled): device tokens ending like this get a fixed error.
 MARKER_UNREGISTERED = "0000dead"
 MARKER_BAD_DEVICE_TOKEN = "00000bad"
 
@@ -81,7 +82,7 @@ _FAULT_ANSWERS: dict[str, tuple[int, str]] = {
 
 
 class ApnsRejection(Exception):
-    """A request that APNs answers with an error status and reason."""
+    """A request that APNs rejects with an error status and reason."""
 
     def __init__(self, status: int, reason: str, delay_s: float = 0.0) -> None:
         super().__init__(reason)
@@ -293,7 +294,7 @@ class ApnsService:
             return
         status, reason = _FAULT_ANSWERS[decision.outcome]
         rejection = ApnsRejection(status, reason, decision.delay_s)
-        if status in (429, 503):
+        if status in (429, 500, 503):
             rejection.extra_headers = retry_after_header(decision, self.state.clock.now())
         raise rejection
 

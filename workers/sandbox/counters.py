@@ -1,10 +1,10 @@
 """Counters of accepted and rejected sends, and optional per-device-token accepted counts.
 
 Per-token counting is off unless asked for. When on, each token is kept as its 64-bit
-Python string hash mapped to a count, about 100 bytes per distinct token, so 1,000,000
-tokens take roughly 100 MB. The hash is salted per process, which is fine because only this
-process hashes tokens. The chance that any two of 1,000,000 tokens share a slot is about
-3 in 10^8.
+Python string hash mapped to a count: about 80 bytes per distinct token (measured with
+tracemalloc), so 1,000,000 tokens take about 80 MB. The hash is salted per process, which
+is fine because only this process hashes tokens. The chance that any two of 1,000,000
+tokens share a slot is about 3 in 10^8.
 """
 
 from __future__ import annotations

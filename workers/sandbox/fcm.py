@@ -68,7 +68,7 @@ MARKER_INVALID_TOKEN = ":invalid"
 
 
 class FcmRejection(Exception):
-    """A request that FCM answers with a google.rpc.Status error."""
+    """A request that FCM rejects with a google.rpc.Status error."""
 
     def __init__(
         self,

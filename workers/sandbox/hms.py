@@ -1,6 +1,6 @@
 """Fake Huawei Push Kit: OAuth client credentials and `POST /v{1,2,3}/{appId}/messages:send`.
 
-Huawei answers with a result code in the JSON body (`80000000` is success). The HTTP status
+Huawei responds with a result code in the JSON body (`80000000` is success). The HTTP status
 that goes with each error code is not documented in one place; the sandbox uses 400 for
 message errors, 401 for OAuth errors, 503 for traffic control and 500 for internal errors.
 """
@@ -50,7 +50,7 @@ _TARGET_FIELDS = ("token", "topic", "condition")
 
 
 class HmsRejection(Exception):
-    """A send answered with an HTTP error status and a Huawei result code."""
+    """A rejected send: an HTTP error status and a Huawei result code."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
@@ -190,7 +190,7 @@ class HmsService:
         status, code, message = _FAULT_ANSWERS[decision.outcome]
         rejection = HmsRejection(status, code, message)
         rejection.delay_s = decision.delay_s
-        if status == 503:
+        if status in (429, 500, 503):
             rejection.extra_headers = retry_after_header(decision, self.state.clock.now())
         raise rejection
 

@@ -3,9 +3,10 @@
 The `hpack` package that h2 uses by default dominated the sandbox's per-request cost in
 profiles (about half of it): its decoder builds header tuple objects, logs at debug level
 for every header, and decodes Huffman strings one nibble at a time. `HeaderDecoder` is a
-drop-in for h2's `decoder` attribute with the same table semantics, reading Huffman strings
-a whole byte at a time through a table composed from hpack's own nibble table and caching
-short decoded strings (a client sends the same `authorization` value on every request).
+drop-in for h2's `decoder` attribute with the same table semantics. It reads Huffman
+strings a whole byte at a time through a table composed from hpack's own nibble table, and
+it caches short decoded strings because a client sends the same `authorization` value on
+every request.
 
 `HeaderEncoder` never uses the dynamic table and never Huffman-codes: responses go over
 loopback, so compression would cost CPU and save nothing. It announces a dynamic table
@@ -37,7 +38,7 @@ MAX_CACHE_ENTRIES = 4096
 def _build_byte_table() -> list[tuple[int, bytes, bool, bool]]:
     """Compose two nibble steps of hpack's Huffman table into one step per input byte.
 
-    Entry (state * 256 + byte) holds the next state, the bytes emitted, whether the input
+    Entry (state * 256 + byte) contains the next state, the bytes emitted, whether the input
     is invalid, and whether the state ends a complete code (so padding may follow).
     """
     nibble_table = huffman_table.HUFFMAN_TABLE

@@ -7,7 +7,7 @@ and no future: the h2 state machine, one dictionary lookup and one call to the s
 HTTP/2 connections follow the connection behaviour a client meets at APNs and FCM: the
 server's SETTINGS_MAX_CONCURRENT_STREAMS (enforced once the client has acknowledged it,
 with RST_STREAM(REFUSED_STREAM) for excess streams), GOAWAY after a number of streams,
-SETTINGS changes while a connection is open, PING answers. HTTP/1.1 is offered through
+SETTINGS changes while a connection is open, PING replies. HTTP/1.1 is offered through
 ALPN only where the service allows it (FCM and HMS do, APNs does not).
 """
 
@@ -34,8 +34,8 @@ logger = logging.getLogger(__name__)
 
 Headers = list[tuple[bytes, bytes]]
 
-# Closed streams are dropped from h2's stream table only when it counts open streams, which
-# the sandbox connection never asks for on its own; sweep them after this many new streams.
+# h2 drops closed streams from its stream table only while counting open streams, which the
+# sandbox connection never does on its own, so it sweeps them after this many new streams.
 STREAM_SWEEP_INTERVAL = 256
 
 # Grace period for in-flight responses after a GOAWAY before the socket is closed anyway.
@@ -68,7 +68,7 @@ class ConnectionContext:
 
 @dataclass(slots=True)
 class Request:
-    """A complete request as the service sees it; `headers` excludes pseudo-headers."""
+    """A complete request passed to a service; `headers` excludes pseudo-headers."""
 
     method: bytes
     path: bytes
@@ -109,7 +109,7 @@ class _SandboxH2Connection(h2.connection.H2Connection):
     """h2 connection that leaves the inbound stream limit to `_Http2Handler`.
 
     h2 counts open streams by walking its whole stream table on every new stream, which
-    costs O(streams in flight) per request, and it answers an excess stream with a
+    costs O(streams in flight) per request, and it rejects an excess stream with a
     connection error where RFC 9113 section 5.1.2 allows refusing only that stream.
     """
 
@@ -322,8 +322,8 @@ class _Http2Handler:
     def _request_received(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id
         if self.goaway_stream_id is not None and stream_id > self.goaway_stream_id:
-            # After the GOAWAY frame the client knows these streams went unprocessed; before
-            # it, a REFUSED_STREAM reset tells it the same.
+            # The GOAWAY frame's Last-Stream-ID marks these streams as unprocessed. Before
+            # that frame is sent, a REFUSED_STREAM reset signals the same.
             if not self.goaway_sent:
                 self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
             return
@@ -423,7 +423,7 @@ class _Http2Handler:
 
     def _send_goaway(self, last_stream_id: int) -> None:
         # h2 allows no frame at all after its own close_connection(), but streams below
-        # Last-Stream-ID may still need their answers, so the GOAWAY frame is written directly.
+        # Last-Stream-ID may still need their responses, so the GOAWAY frame is written directly.
         frame = GoAwayFrame(
             stream_id=0,
             last_stream_id=last_stream_id,

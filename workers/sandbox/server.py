@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--apns-development-port",
         type=int,
         default=DEFAULT_APNS_DEVELOPMENT_PORT,
-        help="APNs development environment port; answers carry apns-unique-id",
+        help="APNs development environment port; its responses carry apns-unique-id",
     )
     parser.add_argument(
         "--fcm-port", type=int, default=DEFAULT_FCM_PORT, help="FCM send and OAuth token port"
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--count-tokens",
         action="store_true",
-        help="count accepted sends per device token (about 100 bytes per distinct token)",
+        help="count accepted sends per device token (about 80 bytes per distinct token)",
     )
     parser.add_argument(
         "--no-markers",
