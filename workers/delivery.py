@@ -398,10 +398,12 @@ def build_or_reject(row: ClaimedRow) -> PreparedPayload | SendResult:
             return SendResult(Outcome.EXPIRED, reason="expired")
         return build_payload(row.platform, body, row.attributes, row.priority)
     except PayloadError as error:
-        return SendResult(Outcome.MESSAGE_REJECTED, reason=type(error).__name__)
-    except ValueError:
+        logger.info("%s app=%s message rejected: %s", row.log_id, row.app_row_id, error)
+        return SendResult(Outcome.MESSAGE_REJECTED, reason=error.reason)
+    except ValueError as error:
         # A stored body that no longer validates (written by an older version).
-        return SendResult(Outcome.MESSAGE_REJECTED, reason="InvalidMessage")
+        logger.error("%s app=%s stored body is invalid: %s", row.log_id, row.app_row_id, error)
+        return SendResult(Outcome.MESSAGE_REJECTED, reason=PayloadError.reason)
 
 
 def check_expiry(

@@ -328,3 +328,18 @@ async def test_cancelled_campaign_rows_fail(
     assert stored["status"] == FAILED
     assert stored["failure_reason"] == "cancelled"
     assert client.sent == []
+
+
+async def test_oversized_message_rejected(
+    rows: Rows, deliverer: Deliverer, client: FakeClient
+) -> None:
+    app = await rows.app()
+    device = await rows.device(app, "a" * 64, platform="apns")
+    message = await rows.message(app, device, {"body": "x", "extras": {"blob": "y" * 5000}})
+
+    await deliverer.deliver(RowKind.MESSAGE, [message])
+    stored = await rows.status_of("push_message", message)
+
+    assert stored["status"] == FAILED
+    assert stored["failure_reason"] == "payload_too_large"
+    assert client.sent == []
