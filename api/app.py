@@ -1,6 +1,6 @@
 """The REST API process: `push-server api`.
 
-It validates requests, writes rows, publishes their ids and answers. It never calls a
+It validates requests, writes rows, publishes their ids and responds. It never calls a
 push provider.
 """
 
@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
 
+import aio_pika
 import asyncpg
 import uvloop
 from aiohttp import web
@@ -53,7 +54,7 @@ def build_authenticator(settings: Settings) -> Authenticator | None:
         return None
     keys = parse_api_keys(settings.api_keys.get_secret_value())
     if not keys:
-        logger.warning("PUSH_API_KEYS is empty: every endpoint that needs a key answers 401")
+        logger.warning("PUSH_API_KEYS is empty: every endpoint that needs a key returns 401")
     return Authenticator(keys)
 
 
@@ -161,7 +162,7 @@ def main(argv: Sequence[str]) -> int:
     except PushServerError as failure:
         logger.error("API start-up failed: %s", failure)
         return 1
-    except (OSError, asyncpg.PostgresError) as failure:
+    except (OSError, asyncpg.PostgresError, aio_pika.exceptions.AMQPError) as failure:
         logger.error("API start-up failed: %r", failure)
         return 1
     return 0

@@ -1,6 +1,6 @@
 """Middleware: request ids, metrics, the exception-to-status mapping, and API keys.
 
-`error_middleware` is the only place that knows HTTP status codes: the request logic
+`error_middleware` is the only place that maps exceptions to HTTP status codes: the request logic
 raises the exceptions of `shared.exceptions`, and this module turns them into the
 original's error envelope.
 """
@@ -118,7 +118,7 @@ def map_exception(request: web.Request, failure: Exception) -> web.Response:
 def known_error(request: web.Request, failure: Exception, status: int, code: str) -> web.Response:
     level = logging.WARNING if status >= 500 else logging.INFO
     logger.log(
-        level, "%s %s answered %d %s: %s", request.method, request.path, status, code, failure
+        level, "%s %s returned %d %s: %s", request.method, request.path, status, code, failure
     )
     if isinstance(failure, RequestInvalid):
         return error(status, code, str(failure), violations=failure.violations)

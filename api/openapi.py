@@ -186,7 +186,7 @@ td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-a
 pre {{ background: #f6f6f6; padding: 8px; overflow-x: auto; }}
 </style></head><body>
 <h1>Push server API</h1>
-<p>Requests use the envelope <code>{{"requestObject": ...}}</code>; answers are
+<p>Requests use the envelope <code>{{"requestObject": ...}}</code>; responses are
 <code>{{"status": "OK", "responseObject": ...}}</code> or
 <code>{{"status": "ERROR", "responseObject": {{"code": ..., "message": ...}}}}</code>.
 Send the API key as <code>Authorization: Bearer KEY</code> or as HTTP Basic credentials.

@@ -75,7 +75,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/health/ready",
         service.ready,
         None,
-        "Readiness: PostgreSQL and RabbitMQ answer",
+        "Readiness: PostgreSQL and RabbitMQ respond",
         "service",
     ),
     Endpoint(GET, "/metrics", service.metrics, None, "Prometheus metrics", "service"),
@@ -224,7 +224,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/push/campaign/send/live/{id}",
         campaigns.send_live,
         SENDER,
-        "Start sending a campaign; answers at once",
+        "Start sending a campaign; returns at once",
         "campaign",
     ),
     Endpoint(

@@ -1,7 +1,7 @@
 """Campaigns: create, users, test send, live send, progress, delete.
 
 `send_live` only moves the campaign to `sending` and publishes an expansion job
-(`{"campaignId": N}` on the campaign queue); a worker writes the push_campaign_device rows
+(`{"campaignId": N}` on the campaign queue). A worker writes the push_campaign_device rows
 and publishes them. A repeated send_live publishes the job again, and the expansion's
 ON CONFLICT DO NOTHING keeps any device from getting the message twice.
 """

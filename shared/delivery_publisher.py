@@ -1,9 +1,10 @@
 """Coalescing of delivery publishes from many concurrent requests.
 
 Each send request writes its rows and then needs their ids published and marked queued.
-Publishing per request costs one broker confirm and one UPDATE each, so under load the ids
-of concurrent callers are collected and sent together in the next event loop iteration.
-An idle process adds no delay: the flush starts on the next loop turn.
+Publishing per request costs one broker confirm and one UPDATE each, so the ids of
+concurrent callers are sent together, as in a database's group commit. At most
+MAX_FLUSHES_PER_KIND flushes run at a time, and ids that arrive meanwhile go out in the
+next one. An idle process adds no delay: the flush starts on the next loop turn.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ DeliveryKind = Literal["message", "campaign_device"]
 # Seconds that the readiness check waits for the broker.
 BROKER_CHECK_TIMEOUT_S = 5.0
 
+# Flushes in flight per delivery kind. Two keep the broker busy while the next batch
+# gathers; more would split the batches again under load.
+MAX_FLUSHES_PER_KIND = 2
+
 Waiter = tuple[Sequence[int], "asyncio.Future[None]"]
 
 
@@ -38,6 +43,7 @@ class DeliveryPublisher:
         self.pool = pool
         self._buffers: dict[str, list[Waiter]] = {"message": [], "campaign_device": []}
         self._flush_tasks: set[asyncio.Task[None]] = set()
+        self._flushing: dict[str, int] = {"message": 0, "campaign_device": 0}
 
     async def publish_delivery(self, kind: DeliveryKind, ids: Sequence[int]) -> None:
         """Publish row ids and mark their rows queued; raise PublishFailed.
@@ -50,7 +56,7 @@ class DeliveryPublisher:
         future: asyncio.Future[None] = loop.create_future()
         buffer = self._buffers[kind]
         buffer.append((ids, future))
-        if len(buffer) == 1:
+        if len(buffer) == 1 and self._flushing[kind] < MAX_FLUSHES_PER_KIND:
             loop.call_soon(self._start_flush, kind)
         await future
 
@@ -59,7 +65,7 @@ class DeliveryPublisher:
         await self.publisher.publish_campaign_job(campaign_id)
 
     async def check(self) -> None:
-        """Raise PublishFailed unless the broker answers a passive queue declaration."""
+        """Raise PublishFailed unless the broker confirms a passive queue declaration."""
         try:
             channel = await self.publisher.get_channel()
             await asyncio.wait_for(
@@ -73,7 +79,7 @@ class DeliveryPublisher:
             RuntimeError,
             TimeoutError,
         ) as error:
-            raise PublishFailed(f"RabbitMQ does not answer: {error!r}") from error
+            raise PublishFailed(f"RabbitMQ check failed: {error!r}") from error
 
     async def close(self) -> None:
         """Wait for flushes in progress, then close the broker connection."""
@@ -83,10 +89,19 @@ class DeliveryPublisher:
 
     def _start_flush(self, kind: str) -> None:
         waiting = self._buffers[kind]
+        if not waiting or self._flushing[kind] >= MAX_FLUSHES_PER_KIND:
+            return
         self._buffers[kind] = []
+        self._flushing[kind] += 1
         task = asyncio.get_running_loop().create_task(self._flush(kind, waiting))
         self._flush_tasks.add(task)
-        task.add_done_callback(self._flush_tasks.discard)
+        task.add_done_callback(lambda done: self._flush_done(kind, done))
+
+    def _flush_done(self, kind: str, task: asyncio.Task[None]) -> None:
+        self._flush_tasks.discard(task)
+        self._flushing[kind] -= 1
+        # Ids that arrived during this flush go out now.
+        self._start_flush(kind)
 
     async def _flush(self, kind: str, waiting: list[Waiter]) -> None:
         ids = [row_id for chunk, _future in waiting for row_id in chunk]

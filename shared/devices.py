@@ -1,8 +1,8 @@
 """Device registration, activation status updates and device removal (push_device).
 
 Registration rules:
-- single mode upserts on (application, activation); any other row of the application with
-  the same token is then deleted, because the token moved to this activation;
+- single mode upserts on (application, activation). Any other row of the application with
+  the same token is then deleted, because the token moved to this activation.
 - create/multi keeps one row per listed activation with this token and deletes the token's
   rows of activations that are not listed;
 - a registration without an activation is keyed on (application, token);
@@ -32,8 +32,8 @@ from shared.requests import (
 
 logger = logging.getLogger(__name__)
 
-# APNs device tokens are hex (32 bytes today); Apple says the length may grow, so up to
-# 100 bytes are accepted. Spaces and angle brackets come from NSData's description.
+# APNs device tokens are 32 bytes of hex today. Apple documents that the length may grow,
+# so up to 100 bytes are accepted. Spaces and angle brackets come from NSData's description.
 APNS_TOKEN = re.compile(r"^(?:[0-9a-f]{2}){16,100}$")
 APNS_NOISE = re.compile(r"[\s<>]")
 # FCM registration tokens: about 150-200 characters of URL-safe base64 with ':' and '-'.

@@ -47,7 +47,7 @@ def parse_payload(payload: str) -> list[int]:
 
 
 class Waiting:
-    """One request's open row ids and the event that says all of them finished."""
+    """One request's open row ids and the event set when all of them finished."""
 
     def __init__(self, ids: Sequence[int]) -> None:
         self.open = set(ids)

@@ -2,7 +2,7 @@
 
 A send writes one PENDING push_message row per target device in one INSERT ... SELECT
 (the request's messages arrive as arrays through unnest), publishes the row ids, and
-answers. The API never calls a provider: workers claim the rows from the queue.
+responds. The API never calls a provider: workers claim the rows from the queue.
 
 Device selection for each message: the user's devices of the application (only the one
 with the activation id, when given), without invalidated tokens, and for personal messages

@@ -1,7 +1,7 @@
 """The two PowerAuth Server calls the push server makes: activation status and app list.
 
 Both use PowerAuth's REST envelope: `POST {PUSH_POWERAUTH_URL}/rest/v3/...` with
-`{"requestObject": {...}}`, answered with `{"status": "OK", "responseObject": {...}}`.
+`{"requestObject": {...}}`, returning `{"status": "OK", "responseObject": {...}}`.
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ class PowerAuthClient:
 
     async def get_activation(self, activation_id: str) -> ActivationInfo:
         """Return the activation's status and user; raise PowerAuthUnavailable."""
-        answer = await self._call(ACTIVATION_STATUS_PATH, {"activationId": activation_id})
-        status = answer.get("activationStatus")
-        user_id = answer.get("userId")
+        result = await self._call(ACTIVATION_STATUS_PATH, {"activationId": activation_id})
+        status = result.get("activationStatus")
+        user_id = result.get("userId")
         return ActivationInfo(
             activation_status=status if isinstance(status, str) else None,
             user_id=str(user_id) if user_id is not None else None,
@@ -53,8 +53,8 @@ class PowerAuthClient:
 
     async def list_application_ids(self) -> list[str]:
         """Return the ids of every application PowerAuth Server knows."""
-        answer = await self._call(APPLICATION_LIST_PATH, {})
-        applications = answer.get("applications") or []
+        result = await self._call(APPLICATION_LIST_PATH, {})
+        applications = result.get("applications") or []
         if not isinstance(applications, list):
             raise PowerAuthUnavailable("PowerAuth Server sent an application list of wrong type")
         return [
@@ -77,7 +77,7 @@ class PowerAuthClient:
         except (aiohttp.ClientError, TimeoutError) as error:
             logger.warning("PowerAuth Server call %s failed: %r", path, error)
             raise PowerAuthUnavailable(f"PowerAuth Server cannot be reached: {error!r}") from error
-        return parse_answer(path, status, body)
+        return parse_response(path, status, body)
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -85,15 +85,15 @@ class PowerAuthClient:
         return self._session
 
 
-def parse_answer(path: str, status: int, body: bytes) -> dict[str, Any]:
+def parse_response(path: str, status: int, body: bytes) -> dict[str, Any]:
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
         document = None
     if status != 200 or not isinstance(document, dict) or document.get("status") != "OK":
-        logger.warning("PowerAuth Server call %s answered HTTP %d", path, status)
-        raise PowerAuthUnavailable(f"PowerAuth Server answered HTTP {status} to {path}")
-    answer = document.get("responseObject")
-    if not isinstance(answer, dict):
+        logger.warning("PowerAuth Server call %s failed with HTTP %d", path, status)
+        raise PowerAuthUnavailable(f"PowerAuth Server returned HTTP {status} for {path}")
+    result = document.get("responseObject")
+    if not isinstance(result, dict):
         raise PowerAuthUnavailable(f"PowerAuth Server sent no responseObject for {path}")
-    return answer
+    return result

@@ -23,7 +23,8 @@ MAX_ACTIVATIONS_PER_DEVICE = 100
 # Fields whose values are secrets: a violation names the field but never echoes its value.
 SECRET_FIELDS = frozenset({"privateKeyBase64", "clientSecret"})
 
-# Longest invalidValue echoed in a violation; longer strings are cut with an ellipsis.
+# Maximum length of an invalidValue echoed in a violation. Longer strings are cut and end
+# with an ellipsis.
 MAX_ECHOED_VALUE_LENGTH = 200
 
 PayloadT = TypeVar("PayloadT")

@@ -17,6 +17,7 @@ from shared.exceptions import PublishFailed
 
 logger = logging.getLogger(__name__)
 
+# NOTE: buildTime reports the process start, because the package records no build time.
 STARTED_AT = datetime.now(UTC)
 
 # Seconds that the readiness check waits for PostgreSQL.
@@ -52,13 +53,13 @@ async def live(_request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """Answer 200 only when PostgreSQL and RabbitMQ both answer."""
+    """Return 200 only when PostgreSQL and RabbitMQ both respond."""
     context = context_of(request)
     checks = {"database": "UP", "broker": "UP"}
     try:
         await asyncio.wait_for(context.pool.fetchval("SELECT 1"), DATABASE_CHECK_TIMEOUT_S)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as failure:
-        logger.warning("readiness: PostgreSQL does not answer: %r", failure)
+        logger.warning("readiness check of PostgreSQL failed: %r", failure)
         checks["database"] = "DOWN"
     try:
         await context.publisher.check()
@@ -67,7 +68,7 @@ async def ready(request: web.Request) -> web.Response:
         checks["broker"] = "DOWN"
 
     if "DOWN" in checks.values():
-        return error(503, "ERROR_NOT_READY", "A dependency does not answer", checks=checks)
+        return error(503, "ERROR_NOT_READY", "A dependency check failed", checks=checks)
     return json_response({"status": "UP", "checks": checks})
 
 
