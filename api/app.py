@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import aio_pika
 import asyncpg
@@ -26,16 +25,10 @@ from api.openapi import build_docs_page, build_openapi
 from api.request_ids import install_log_filter
 from api.routes import add_routes
 from shared.api_keys import Authenticator, parse_api_keys
-from shared.context import ServiceContext
-from shared.db import create_pool
-from shared.delivery_publisher import DeliveryPublisher
+from shared.context import ServiceContext, open_context
 from shared.exceptions import PushServerError
 from shared.idempotency import delete_expired
 from shared.logs import configure_logging
-from shared.message_waiter import MessageWaiter
-from shared.powerauth import PowerAuthClient
-from shared.queue import Publisher, QueueNames
-from shared.secrets import SecretBox
 from shared.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -56,56 +49,6 @@ def build_authenticator(settings: Settings) -> Authenticator | None:
     if not keys:
         logger.warning("PUSH_API_KEYS is empty: every endpoint that needs a key returns 401")
     return Authenticator(keys)
-
-
-async def keep_session(_connection: asyncpg.Connection) -> None:
-    """Skip asyncpg's reset query when a connection returns to the pool.
-
-    The API leaves no session state on pooled connections (no SET, LISTEN or advisory
-    locks; its temporary table is dropped on commit), so the default reset would cost one
-    round trip per request for nothing. asyncpg still rolls back an open transaction.
-    """
-
-
-@contextlib.asynccontextmanager
-async def open_context(settings: Settings) -> AsyncIterator[ServiceContext]:
-    """Open the pool, the broker connection, the LISTEN connection and the PowerAuth client."""
-    database_url = settings.database_url.get_secret_value()
-    pool = await create_pool(
-        database_url, max_size=settings.database_pool_size, reset=keep_session
-    )
-    publisher: DeliveryPublisher | None = None
-    powerauth = (
-        PowerAuthClient(settings.powerauth_url, settings.powerauth_timeout_s)
-        if settings.powerauth_url
-        else None
-    )
-    waiter = MessageWaiter(database_url, pool, settings.send_sync_poll_s)
-    try:
-        publisher = DeliveryPublisher(
-            await Publisher.open(
-                settings.amqp_url.get_secret_value(),
-                QueueNames(settings.queue_prefix),
-                settings.delivery_batch_size,
-            ),
-            pool,
-        )
-        await waiter.start()
-        yield ServiceContext(
-            settings=settings,
-            pool=pool,
-            publisher=publisher,
-            secret_box=SecretBox.from_settings(settings),
-            powerauth=powerauth,
-            waiter=waiter,
-        )
-    finally:
-        await waiter.close()
-        if powerauth is not None:
-            await powerauth.close()
-        if publisher is not None:
-            await publisher.close()
-        await pool.close()
 
 
 def build_app(context: ServiceContext, authenticator: Authenticator | None) -> web.Application:

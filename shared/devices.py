@@ -50,6 +50,9 @@ TOKEN_FORMATS = {
     ),
 }
 
+# NOTE: two concurrent registrations of one token under two different activations can both
+# keep their row, because neither DELETE sees the other's uncommitted insert; the next
+# registration of either activation removes the other row.
 REGISTER_ACTIVATION = """
 WITH upserted AS (
     INSERT INTO push_device AS d (activation_id, user_id, app_id, platform, push_token,

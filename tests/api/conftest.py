@@ -14,8 +14,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from api.app import build_app, build_authenticator, open_context
-from shared.context import ServiceContext
+from api.app import build_app, build_authenticator
+from shared.context import ServiceContext, open_context
 from shared.settings import Settings
 
 ADMIN_KEY = "admin-key-0123456789abcdef0123456789abcdef"
