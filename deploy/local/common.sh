@@ -4,6 +4,7 @@
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 RUN_DIR="$REPO_ROOT/.run"
 ENV_FILE="$RUN_DIR/env"
+# shellcheck disable=SC2034 # used by the scripts that source this file
 VENV_DIR="$REPO_ROOT/.venv"
 
 log() {
