@@ -16,6 +16,7 @@ import asyncpg
 from shared.db import create_pool
 from shared.delivery_publisher import DeliveryPublisher
 from shared.message_waiter import MessageWaiter
+from shared.message_writer import MessageWriter
 from shared.powerauth import PowerAuthClient
 from shared.queue import Publisher, QueueNames
 from shared.secrets import SecretBox
@@ -32,6 +33,7 @@ class ServiceContext:
     secret_box: SecretBox
     powerauth: PowerAuthClient | None
     waiter: MessageWaiter
+    writer: MessageWriter
 
 
 async def keep_session(_connection: asyncpg.Connection) -> None:
@@ -55,6 +57,7 @@ async def open_context(settings: Settings) -> AsyncIterator[ServiceContext]:
         else None
     )
     waiter = MessageWaiter(database_url, pool, settings.send_sync_poll_s)
+    writer = MessageWriter(pool)
     try:
         publisher = DeliveryPublisher(
             await Publisher.open(
@@ -72,8 +75,10 @@ async def open_context(settings: Settings) -> AsyncIterator[ServiceContext]:
             secret_box=SecretBox.from_settings(settings),
             powerauth=powerauth,
             waiter=waiter,
+            writer=writer,
         )
     finally:
+        await writer.close()
         await waiter.close()
         if powerauth is not None:
             await powerauth.close()

@@ -1,7 +1,7 @@
 """Sending messages: device selection, row writing, publishing and SYNCHRONOUS waiting.
 
-A send writes one PENDING push_message row per target device in one INSERT ... SELECT
-(the request's messages arrive as arrays through unnest), publishes the row ids, and
+A send writes one PENDING push_message row per target device with an INSERT ... SELECT
+that concurrent requests share (`shared.message_writer`), publishes the row ids, and
 responds. The API never calls a provider: workers claim the rows from the queue.
 
 Device selection for each message: the user's devices of the application (only the one
@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-import orjson
 
 from shared.applications import CREDENTIALS_NOT_FOUND, find_application_id
 from shared.context import ServiceContext
 from shared.exceptions import ApplicationNotFound, MessageNotFound, PublishFailed, RequestInvalid
 from shared.idempotency import claim, hash_request, store
 from shared.message_waiter import MESSAGE_DONE_CHANNEL, count_statuses
+from shared.message_writer import WriteRequest, WrittenRows, write_requests
 from shared.requests import (
     Platform,
     PushMessage,
@@ -36,37 +36,6 @@ __all__ = ["MESSAGE_DONE_CHANNEL", "SendResult", "get_message", "send_messages"]
 logger = logging.getLogger(__name__)
 
 STATUS_NAMES = {0: "PENDING", 1: "SENT", 2: "SENDING", -1: "FAILED"}
-
-# One statement per request: find the application, expand each message to its devices,
-# insert the rows and return their ids with the device's provider. The LEFT JOINs keep one
-# row with the application id when nothing is inserted; no row means no application.
-INSERT_MESSAGES = """
-WITH app AS (
-    SELECT id FROM push_app_credentials WHERE app_id = $1
-),
-request AS (
-    SELECT * FROM unnest($2::text[], $3::text[], $4::boolean[], $5::boolean[], $6::text[],
-        $7::text[]) AS r(user_id, activation_id, silent, personal, priority, message_body)
-),
-inserted AS (
-    INSERT INTO push_message (device_registration_id, user_id, activation_id, app_id, silent,
-        personal, message_body, priority, idempotency_key)
-    SELECT d.id, r.user_id, d.activation_id, app.id, r.silent, r.personal,
-        r.message_body::jsonb, r.priority, $8
-    FROM app
-    CROSS JOIN request AS r
-    JOIN push_device AS d ON d.app_id = app.id AND d.user_id = r.user_id
-    WHERE (r.activation_id IS NULL OR d.activation_id = r.activation_id)
-      AND d.timestamp_token_invalidated IS NULL
-      AND (d.is_active OR NOT r.personal)
-    RETURNING id, device_registration_id
-)
-SELECT app.id AS app_row_id, i.id AS message_id, d.platform
-FROM app
-LEFT JOIN inserted AS i ON true
-LEFT JOIN push_device AS d ON d.id = i.device_registration_id
-ORDER BY i.id
-"""
 
 MESSAGE_STATUSES = "SELECT id, status FROM push_message WHERE id = ANY($1::bigint[])"
 
@@ -110,18 +79,6 @@ class SendResult:
         return response
 
 
-def message_arrays(messages: list[PushMessage]) -> tuple[list[Any], ...]:
-    """Return the request's messages as column arrays for unnest."""
-    return (
-        [message.user_id for message in messages],
-        [message.activation_id for message in messages],
-        [message.attributes.silent for message in messages],
-        [message.attributes.personal for message in messages],
-        [message.priority.value for message in messages],
-        [orjson.dumps(message.body.to_json_dict()).decode() for message in messages],
-    )
-
-
 def check_batch_size(context: ServiceContext, request: SendMessageBatchRequest) -> None:
     limit = context.settings.send_batch_max_messages
     if len(request.batch) > limit:
@@ -154,7 +111,8 @@ async def send_messages(
         messages = [request.message]
 
     if idempotency_key is None:
-        result = await insert_messages(context.pool, request.app_id, request.mode, messages, None)
+        written = await context.writer.write(WriteRequest(request.app_id, messages))
+        result = to_result(request.app_id, request.mode, written)
     else:
         result = await insert_once(context, request, messages, idempotency_key)
 
@@ -166,23 +124,13 @@ async def send_messages(
     return result
 
 
-async def insert_messages(
-    connection: asyncpg.Pool | asyncpg.Connection,
-    app_id: str,
-    mode: SendMode,
-    messages: list[PushMessage],
-    idempotency_key: str | None,
-) -> SendResult:
-    rows = await connection.fetch(
-        INSERT_MESSAGES, app_id, *message_arrays(messages), idempotency_key
-    )
-    if not rows:
+def to_result(app_id: str, mode: SendMode, written: WrittenRows) -> SendResult:
+    """Return the rows written for a request by provider; raise ApplicationNotFound."""
+    if not written.app_found:
         raise ApplicationNotFound(CREDENTIALS_NOT_FOUND)
-
     result = SendResult(mode)
-    for row in rows:
-        if row["message_id"] is not None:
-            result.message_ids.setdefault(row["platform"], []).append(row["message_id"])
+    for row_id, platform in written.rows:
+        result.message_ids.setdefault(platform, []).append(row_id)
     if not result.message_ids:
         logger.warning("no device found for the messages of app=%s", app_id)
     return result
@@ -208,9 +156,10 @@ async def insert_once(
         if stored is not None:
             logger.info("replaying send of app=%s for a repeated Idempotency-Key", request.app_id)
             return SendResult.from_stored(stored)
-        result = await insert_messages(
-            connection, request.app_id, request.mode, messages, idempotency_key
+        written = await write_requests(
+            connection, [WriteRequest(request.app_id, messages, idempotency_key)]
         )
+        result = to_result(request.app_id, request.mode, written[0])
         await store(connection, app_row_id, idempotency_key, result.to_stored())
     return result
 

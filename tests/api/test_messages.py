@@ -398,3 +398,65 @@ def test_notification_payload_forms() -> None:
     assert parse_payload("[4, 5]") == [4, 5]
     assert parse_payload("7, x ,8") == [7, 8]
     assert parse_payload("[broken") == []
+
+
+async def test_concurrent_sends_get_their_own_rows(client: TestClient, pool: asyncpg.Pool) -> None:
+    await create_application(client)
+    await create_application(client, "other-app")
+    users = [f"user-{index}" for index in range(30)]
+    for index, user_id in enumerate(users):
+        await register(client, f"act-{index}", user_id, token=f"{index:064x}")
+    await register(client, "act-x", "user-0", token="e" * 64, app_id="other-app")
+    bodies = [send_body(user_id=user_id) for user_id in users]
+    bodies.append({"requestObject": {**bodies[0]["requestObject"], "appId": "other-app"}})
+    bodies.append({"requestObject": {**bodies[0]["requestObject"], "appId": "missing-app"}})
+
+    results = await asyncio.gather(
+        *(call(client, "POST", "/push/message/send", body) for body in bodies)
+    )
+
+    rows = await pool.fetch(
+        "SELECT m.id, m.user_id, a.app_id FROM push_message AS m"
+        " JOIN push_app_credentials AS a ON a.id = m.app_id"
+    )
+    owner = {row["id"]: (row["app_id"], row["user_id"]) for row in rows}
+    for (status, document), body in zip(results[:-1], bodies[:-1], strict=True):
+        expected = (body["requestObject"]["appId"], body["requestObject"]["message"]["userId"])
+        assert status == 200
+        ids = document["responseObject"]["messageIds"]
+        assert len(ids) == 1
+        assert owner[ids[0]] == expected
+    assert results[-1][0] == 400
+    assert len(rows) == 31
+
+
+async def test_bad_request_in_shared_write_fails_alone(
+    client: TestClient, pool: asyncpg.Pool
+) -> None:
+    from types import SimpleNamespace
+
+    from shared.message_body import MessageAttributes, MessageBody
+    from shared.message_writer import WriteRequest
+    from shared.requests import PushMessage
+
+    await setup_user(client)
+    writer = context_of(client).writer
+    good = PushMessage.model_validate(message())
+    bad = PushMessage.model_construct(
+        user_id="user-1",
+        activation_id=None,
+        priority=SimpleNamespace(value="URGENT"),
+        attributes=MessageAttributes(),
+        body=MessageBody(title="x"),
+    )
+
+    results = await asyncio.gather(
+        writer.write(WriteRequest(APP_ID, [good])),
+        writer.write(WriteRequest(APP_ID, [bad])),
+        return_exceptions=True,
+    )
+
+    assert not isinstance(results[0], BaseException)
+    assert len(results[0].rows) == 2
+    assert isinstance(results[1], asyncpg.CheckViolationError)
+    assert await pool.fetchval("SELECT count(*) FROM push_message") == 2
