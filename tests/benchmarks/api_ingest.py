@@ -2,8 +2,9 @@
 
 Builds a database of its own on the local PostgreSQL (`deploy/local/services start`),
 starts `push-server api` on a free loopback port with a queue prefix of its own, registers
-one device, then drives the API with h2load (HTTP/1.1, keep-alive) and reads each
-request's latency from h2load's log file. No worker runs, so the rows stay PENDING.
+one device, then drives the API with h2load (HTTP/1.1, keep-alive): single sends with 64
+and with 16 connections, then batch sends with 8. Each request's latency comes from
+h2load's log file. No worker runs, so the rows stay PENDING.
 Ends with one JSON line of figures.
 
     python -m tests.benchmarks.api_ingest            # 20,000 sends, 400 batches of 500
@@ -38,6 +39,8 @@ from tests.conftest import read_env_file, with_database
 API_KEY = "benchmark-key-" + uuid.uuid4().hex
 APP_ID = "benchmark-app"
 BATCH_SIZE = 500
+# Concurrent connections of the single-send runs: one saturating run, one below saturation.
+SEND_CLIENTS = (64, 16)
 
 
 def setting(name: str) -> str:
@@ -202,14 +205,18 @@ async def run(sends: int, batches: int) -> dict[str, Any]:
         await prepare(base_url)
         with tempfile.TemporaryDirectory() as folder:
             single, batch = write_bodies(Path(folder))
-            send_figures = await asyncio.to_thread(
-                run_h2load,
-                f"{base_url}/push/message/send",
-                single,
-                sends,
-                64,
-                Path(folder) / "send.log",
-            )
+            send_url = f"{base_url}/push/message/send"
+            send_figures = {
+                f"clients_{clients}": await asyncio.to_thread(
+                    run_h2load,
+                    send_url,
+                    single,
+                    sends,
+                    clients,
+                    Path(folder) / f"send-{clients}.log",
+                )
+                for clients in SEND_CLIENTS
+            }
             batch_figures = await asyncio.to_thread(
                 run_h2load,
                 f"{base_url}/push/message/batch/send",
