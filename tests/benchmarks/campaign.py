@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import random
 import sys
@@ -138,7 +139,9 @@ async def insert_devices(pool: asyncpg.Pool, app_row_id: int, devices: list[Demo
     return time.perf_counter() - started
 
 
-async def start_processes(services: Services, workers: int, log_dir: Path) -> tuple[RunProcesses, str, str]:
+async def start_processes(
+    services: Services, workers: int, log_dir: Path
+) -> tuple[RunProcesses, str, str]:
     """Start the sandbox, the API and the workers; return them, the API URL and key."""
     sandbox = SandboxProcess(state_dir=log_dir / "sandbox", extra_args=["--count-tokens"])
     await sandbox.astart()
@@ -195,7 +198,7 @@ async def follow(
 def rate_series(samples: list[tuple[float, int, int]]) -> list[tuple[float, float]]:
     """Finished rows per second between consecutive samples."""
     series = []
-    for (time_a, _, done_a), (time_b, _, done_b) in zip(samples, samples[1:], strict=False):
+    for (time_a, _, done_a), (time_b, _, done_b) in itertools.pairwise(samples):
         if time_b > time_a:
             series.append((time_b, round((done_b - done_a) / (time_b - time_a), 1)))
     return series
@@ -231,7 +234,9 @@ async def run_campaign(
     timeout_s: float,
 ) -> dict[str, Any]:
     await create_application(api, processes.sandbox.admin)
-    app_row_id = await pool.fetchval("SELECT id FROM push_app_credentials WHERE app_id = $1", APP_ID)
+    app_row_id = await pool.fetchval(
+        "SELECT id FROM push_app_credentials WHERE app_id = $1", APP_ID
+    )
     fill_seconds = await insert_devices(pool, app_row_id, devices)
     user_ids = sorted({device.user_id for device in devices})
     campaign_id = await create_campaign(api, user_ids)
@@ -330,9 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--workers", default="1,2", help="worker process counts to run, comma-separated"
     )
-    parser.add_argument(
-        "--timeout", type=float, default=3600.0, help="seconds a campaign may take"
-    )
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds a campaign may take")
     parser.add_argument(
         "--smoke", action="store_true", help=f"{SMOKE_DEVICES} devices with 1 worker, no plot"
     )
