@@ -115,7 +115,7 @@ async def call(
     headers: dict[str, str] | None = None,
     expect: int | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    """Send a JSON request (as admin unless headers say otherwise); return status and JSON."""
+    """Send a JSON request as admin (unless the headers replace the key); return status and JSON."""
     sent_headers = {"Content-Type": "application/json", **ADMIN, **(headers or {})}
     data = None if body is None else orjson.dumps(body)
     async with client.request(method, path, data=data, headers=sent_headers) as response:

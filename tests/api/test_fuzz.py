@@ -1,4 +1,4 @@
-"""A bounded fuzz run over every endpoint: no input gets a 5xx answer.
+"""A bounded fuzz run over every endpoint: no input gets a 5xx response.
 
 Bodies come from the OpenAPI document's request schemas (through a small JSON Schema to
 strategy translation below) and from arbitrary JSON, so both almost-valid requests and
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -58,44 +59,48 @@ def from_schema(schema: dict[str, Any], depth: int = 0) -> st.SearchStrategy[Any
     if "anyOf" in schema:
         return st.one_of([from_schema(option, depth + 1) for option in schema["anyOf"]])
     if "enum" in schema:
-        return st.sampled_from(schema["enum"]) | st.sampled_from(
-            [value.lower() for value in schema["enum"] if isinstance(value, str)] or [None]
-        )
+        lower = [value.lower() for value in schema["enum"] if isinstance(value, str)]
+        return st.sampled_from(schema["enum"]) | st.sampled_from(lower or [None])
+
     kind = schema.get("type")
     if kind == "object":
-        properties = schema.get("properties", {})
-        required = set(schema.get("required", ()))
-        fields = {
-            name: from_schema(field, depth + 1)
-            if name in required
-            else st.none() | from_schema(field, depth + 1)
-            for name, field in properties.items()
-        }
-        if not fields:
-            return st.dictionaries(st.text(max_size=8), scalars, max_size=3)
-        return st.fixed_dictionaries(fields).map(
-            lambda value: {k: v for k, v in value.items() if v is not None}
-        )
+        return object_values(schema, depth)
     if kind == "array":
         items = from_schema(schema.get("items", {}), depth + 1)
-        return st.lists(
-            items, min_size=schema.get("minItems", 0), max_size=min(schema.get("maxItems", 5), 5)
-        )
+        high = min(schema.get("maxItems", 5), 5)
+        return st.lists(items, min_size=schema.get("minItems", 0), max_size=high)
     if kind == "string":
-        if schema.get("format") == "date-time":
-            return st.datetimes(timezones=st.just(__import__("datetime").UTC)).map(
-                lambda value: value.isoformat()
-            )
-        high = min(schema.get("maxLength", 80), 80)
-        low = min(schema.get("minLength", 0), high)
-        return st.text(min_size=low, max_size=high) | st.sampled_from(
-            ["a" * 64, "mobile-app", "user-1"]
-        )
+        return string_values(schema)
     if kind == "integer":
         return st.integers(schema.get("minimum", -(2**40)), schema.get("maximum", 2**40))
     if kind == "boolean":
         return st.booleans()
     return scalars
+
+
+def object_values(schema: dict[str, Any], depth: int) -> st.SearchStrategy[Any]:
+    properties = schema.get("properties", {})
+    if not properties:
+        return st.dictionaries(st.text(max_size=8), scalars, max_size=3)
+
+    required = set(schema.get("required", ()))
+    fields = {}
+    for name, field in properties.items():
+        values = from_schema(field, depth + 1)
+        fields[name] = values if name in required else st.none() | values
+    return st.fixed_dictionaries(fields).map(
+        lambda value: {key: item for key, item in value.items() if item is not None}
+    )
+
+
+def string_values(schema: dict[str, Any]) -> st.SearchStrategy[str]:
+    if schema.get("format") == "date-time":
+        return st.datetimes(timezones=st.just(UTC)).map(lambda value: value.isoformat())
+    high = min(schema.get("maxLength", 80), 80)
+    low = min(schema.get("minLength", 0), high)
+    return st.text(min_size=low, max_size=high) | st.sampled_from(
+        ["a" * 64, "mobile-app", "user-1"]
+    )
 
 
 def operations() -> list[tuple[str, str, dict[str, Any] | None]]:
