@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
+import socket
+import sys
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
+from shared.settings import Settings
 from tests.api.conftest import ClientFactory, call
 
 
@@ -142,3 +149,44 @@ async def test_auth_disabled_lets_anonymous_callers_in(
 
     assert status == 200
     assert any("authentication is disabled" in record.message for record in caplog.records)
+
+
+async def test_command_serves_until_sigterm(settings: Settings) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    environment = {
+        **os.environ,
+        "PUSH_DATABASE_URL": settings.database_url.get_secret_value(),
+        "PUSH_AMQP_URL": settings.amqp_url.get_secret_value(),
+        "PUSH_MASTER_KEY": settings.master_key.get_secret_value(),
+        "PUSH_QUEUE_PREFIX": settings.queue_prefix,
+        "PUSH_API_PORT": str(port),
+        "PUSH_AUTH_DISABLED": "true",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shared.cli", "api", env=environment, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        status = await wait_for_ready(f"http://127.0.0.1:{port}/health/ready")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+
+    assert status == 200
+    assert process.returncode == 0
+    log = stderr.decode()
+    assert f"API listening on http://127.0.0.1:{port}" in log
+    assert "authentication is disabled" in log
+    assert "API stopped" in log
+
+
+async def wait_for_ready(url: str) -> int:
+    async with aiohttp.ClientSession() as session:
+        for _attempt in range(100):
+            try:
+                async with session.get(url) as response:
+                    return response.status
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.1)
+    return 0
