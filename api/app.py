@@ -22,7 +22,7 @@ from api.handlers.common import CONTEXT_KEY
 from api.handlers.service import DOCS_PAGE_KEY, OPENAPI_KEY, package_version
 from api.middleware import AUTHENTICATOR_KEY, MIDDLEWARES
 from api.openapi import build_docs_page, build_openapi
-from api.request_ids import install_log_filter
+from api.request_ids import correlation_headers, install_log_filter
 from api.routes import add_routes
 from shared.api_keys import Authenticator, parse_api_keys
 from shared.context import ServiceContext, open_context
@@ -57,6 +57,8 @@ def build_app(context: ServiceContext, authenticator: Authenticator | None) -> w
         middlewares=MIDDLEWARES, client_max_size=context.settings.api_max_bulk_body_bytes
     )
     app[CONTEXT_KEY] = context
+    if context.powerauth is not None:
+        context.powerauth.forwarded_headers = correlation_headers
     if authenticator is not None:
         app[AUTHENTICATOR_KEY] = authenticator
     add_routes(app)

@@ -29,6 +29,12 @@ def accepted_correlation_id(sent: str | None) -> str | None:
     return sent if sent and ACCEPTED_ID.match(sent) else None
 
 
+def correlation_headers() -> dict[str, str]:
+    """Return the X-Correlation-ID of the current request, to pass on to PowerAuth Server."""
+    correlation_id = correlation_id_var.get()
+    return {} if correlation_id is None else {"X-Correlation-ID": correlation_id}
+
+
 class RequestIdFilter(logging.Filter):
     """Append request_id (and correlation_id when sent) to records logged during a request."""
 

@@ -7,6 +7,7 @@ Both use PowerAuth's REST envelope: `POST {PUSH_POWERAUTH_URL}/rest/v3/...` with
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,8 @@ class PowerAuthClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
+        # Headers of the current request to pass on, such as X-Correlation-ID; set by the API.
+        self.forwarded_headers: Callable[[], Mapping[str, str]] = dict
 
     async def close(self) -> None:
         if self._session is not None:
@@ -70,7 +73,7 @@ class PowerAuthClient:
             async with session.post(
                 url,
                 data=orjson.dumps({"requestObject": request_object}),
-                headers={"Content-Type": "application/json"},
+                headers={"Content-Type": "application/json", **self.forwarded_headers()},
             ) as response:
                 body = await response.read()
                 status = response.status

@@ -173,12 +173,14 @@ class FakePowerAuth:
         self.activations: dict[str, dict[str, Any]] = {}
         self.applications: list[str] = []
         self.requests: list[tuple[str, Any]] = []
+        self.correlation_ids: list[str | None] = []
         self.fail = False
         self.server: TestServer | None = None
 
     async def activation_status(self, request: web.Request) -> web.Response:
         document = await request.json()
         self.requests.append((request.path, document))
+        self.correlation_ids.append(request.headers.get("X-Correlation-ID"))
         if self.fail:
             return web.json_response({"status": "ERROR"}, status=500)
         activation_id = document["requestObject"]["activationId"]

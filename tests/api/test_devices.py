@@ -425,3 +425,19 @@ async def test_delete_removes_rows_of_token(client: TestClient, pool: asyncpg.Po
     assert status == 200
     assert again == 200
     assert [row["activation_id"] for row in await devices(pool)] == ["act-2"]
+
+
+async def test_correlation_id_reaches_powerauth(
+    make_client: ClientFactory, powerauth: FakePowerAuth
+) -> None:
+    client = await make_client(powerauth_url=powerauth.url)
+    await create_application(client)
+    powerauth.activations["act-1"] = {"activationStatus": "ACTIVE", "userId": "pa-user"}
+    body = create_body(activationStatus=None, userId=None)
+
+    await call(
+        client, "POST", "/push/device/create", body, headers={"X-Correlation-ID": "corr-0001"}
+    )
+    await call(client, "POST", "/push/device/create", body)
+
+    assert powerauth.correlation_ids == ["corr-0001", None]
