@@ -52,7 +52,12 @@ async def open_context(settings: Settings) -> AsyncIterator[ServiceContext]:
     pool = await create_pool(database_url, max_size=settings.database_pool_size, reset=keep_session)
     publisher: DeliveryPublisher | None = None
     powerauth = (
-        PowerAuthClient(settings.powerauth_url, settings.powerauth_timeout_s)
+        PowerAuthClient(
+            settings.powerauth_url,
+            settings.powerauth_timeout_s,
+            settings.powerauth_client_token,
+            settings.powerauth_client_secret.get_secret_value(),
+        )
         if settings.powerauth_url
         else None
     )

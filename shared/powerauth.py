@@ -33,9 +33,13 @@ class ActivationInfo:
 class PowerAuthClient:
     """Calls PowerAuth Server over one shared HTTP session."""
 
-    def __init__(self, base_url: str, timeout_s: float) -> None:
+    def __init__(
+        self, base_url: str, timeout_s: float, client_token: str = "", client_secret: str = ""
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        # PowerAuth Server's optional HTTP Basic credentials (its client token and secret).
+        self.auth = aiohttp.BasicAuth(client_token, client_secret) if client_token else None
         self._session: aiohttp.ClientSession | None = None
         # Headers of the current request to pass on, such as X-Correlation-ID; set by the API.
         self.forwarded_headers: Callable[[], Mapping[str, str]] = dict
@@ -84,7 +88,7 @@ class PowerAuthClient:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
+            self._session = aiohttp.ClientSession(timeout=self.timeout, auth=self.auth)
         return self._session
 
 

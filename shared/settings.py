@@ -95,6 +95,10 @@ class Settings(DatabaseSettings):
     hms_token_url: str = "https://oauth-login.cloud.huawei.com/oauth2/v3/token"
     ca_file: Path | None = None
     powerauth_url: str | None = None
+    powerauth_client_token: str = ""
+    powerauth_client_secret: SecretStr = Field(
+        default=SecretStr(""), description="HTTP Basic password for PowerAuth Server"
+    )
 
     queue_prefix: str = Field(default="push", pattern=r"^[A-Za-z0-9_.-]+$")
     # REST API behaviour (names follow the original's powerauth.push.service.* properties).

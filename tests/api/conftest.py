@@ -174,6 +174,7 @@ class FakePowerAuth:
         self.applications: list[str] = []
         self.requests: list[tuple[str, Any]] = []
         self.correlation_ids: list[str | None] = []
+        self.authorizations: list[str | None] = []
         self.fail = False
         self.server: TestServer | None = None
 
@@ -181,6 +182,7 @@ class FakePowerAuth:
         document = await request.json()
         self.requests.append((request.path, document))
         self.correlation_ids.append(request.headers.get("X-Correlation-ID"))
+        self.authorizations.append(request.headers.get("Authorization"))
         if self.fail:
             return web.json_response({"status": "ERROR"}, status=500)
         activation_id = document["requestObject"]["activationId"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any
 
 import asyncpg
@@ -441,3 +442,24 @@ async def test_correlation_id_reaches_powerauth(
     await call(client, "POST", "/push/device/create", body)
 
     assert powerauth.correlation_ids == ["corr-0001", None]
+
+
+async def test_powerauth_client_credentials_are_sent(
+    make_client: ClientFactory, powerauth: FakePowerAuth
+) -> None:
+    from pydantic import SecretStr
+
+    client = await make_client(
+        powerauth_url=powerauth.url,
+        powerauth_client_token="push-client",
+        powerauth_client_secret=SecretStr("push-secret"),
+    )
+    await create_application(client)
+    powerauth.activations["act-1"] = {"activationStatus": "ACTIVE", "userId": "pa-user"}
+
+    await call(
+        client, "POST", "/push/device/create", create_body(activationStatus=None, userId=None)
+    )
+
+    expected = "Basic " + base64.b64encode(b"push-client:push-secret").decode()
+    assert powerauth.authorizations == [expected]
