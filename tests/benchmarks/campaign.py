@@ -340,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--smoke", action="store_true", help=f"{SMOKE_DEVICES} devices with 1 worker, no plot"
     )
     parser.add_argument("--plot", type=Path, default=PLOT_PATH, help="where to write the PNG")
+    parser.add_argument(
+        "--log-dir",
+        type=Path,
+        help="keep the logs of the API, workers and sandbox here (default: a temporary folder)",
+    )
     return parser
 
 
@@ -351,8 +356,13 @@ async def run(arguments: argparse.Namespace) -> list[dict[str, Any]]:
     results = []
     for workers in arguments.worker_counts:
         print(f"campaign of {len(devices)} devices with {workers} worker(s)", flush=True)
-        with tempfile.TemporaryDirectory(prefix="push-bench-campaign-") as folder:
-            results.append(await measure(devices, workers, Path(folder), arguments.timeout))
+        if arguments.log_dir is not None:
+            log_dir = arguments.log_dir / f"workers-{workers}"
+            log_dir.mkdir(parents=True, exist_ok=True)
+            results.append(await measure(devices, workers, log_dir, arguments.timeout))
+        else:
+            with tempfile.TemporaryDirectory(prefix="push-bench-campaign-") as folder:
+                results.append(await measure(devices, workers, Path(folder), arguments.timeout))
         result = results[-1]
         print(
             f"  {result['seconds']} s, {result['rate']} msg/s; CPU s per 1,000:"
