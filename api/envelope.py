@@ -44,8 +44,11 @@ def error(status: int, code: str, message: str, **extra: Any) -> web.Response:
 
 async def read_body(request: web.Request, limit_bytes: int) -> bytes:
     """Read the body up to limit_bytes; raise BodyTooLarge beyond it."""
-    if request.content_length is not None and request.content_length > limit_bytes:
-        raise BodyTooLarge(limit_bytes)
+    if request.content_length is not None:
+        if request.content_length > limit_bytes:
+            raise BodyTooLarge(limit_bytes)
+        # The declared length is within the limit, and aiohttp reads no more than it.
+        return await request.read()
     chunks: list[bytes] = []
     size = 0
     while True:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import orjson
 from aiohttp.test_utils import TestClient
 
@@ -141,3 +143,22 @@ async def test_path_id_must_be_number(client: TestClient) -> None:
     assert document["responseObject"]["violations"][0]["fieldName"] == "id"
     assert zero == 400
     assert page == 400
+
+
+async def test_chunked_body_over_limit_is_413(make_client: ClientFactory) -> None:
+    client = await make_client(api_max_body_bytes=2048)
+
+    async def chunks(count: int) -> AsyncIterator[bytes]:
+        yield b'{"requestObject": {"appId": "'
+        for _index in range(count):
+            yield b"x" * 100
+        yield b'"}}'
+
+    headers = {"Content-Type": "application/json", **ADMIN}
+    async with client.post("/admin/app/create", data=chunks(40), headers=headers) as response:
+        too_large = response.status
+    async with client.post("/admin/app/create", data=chunks(1), headers=headers) as response:
+        accepted = response.status
+
+    assert too_large == 413
+    assert accepted == 200
