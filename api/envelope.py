@@ -8,7 +8,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from shared.exceptions import BodyTooLarge, RequestInvalid, UnsupportedMediaType
+from shared.exceptions import BodyTooLarge, UnsupportedMediaType
+from shared.requests import decode_json
 
 JSON_TYPES = ("application/json", "application/octet-stream", "text/plain", "")
 
@@ -69,27 +70,4 @@ async def read_json(request: web.Request, limit_bytes: int) -> Any:
             f"Content-Type {media_type} is not supported; send application/json"
         )
     body = await read_body(request, limit_bytes)
-    if not body.strip():
-        raise invalid("request", "a JSON request body is required")
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as failure:
-        raise invalid("request", f"malformed JSON: {failure}") from None
-    # PostgreSQL rejects U+0000 in TEXT and JSONB, so it is refused here with a 400.
-    if (b"\\u0000" in body or b"\x00" in body) and contains_nul(document):
-        raise invalid("request", "strings must not contain the NUL character (U+0000)")
-    return document
-
-
-def invalid(field: str, hint: str) -> RequestInvalid:
-    return RequestInvalid("Request validation failed", [{"fieldName": field, "hint": hint}])
-
-
-def contains_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(contains_nul(key) or contains_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(contains_nul(item) for item in value)
-    return False
+    return decode_json(body)

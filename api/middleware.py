@@ -24,38 +24,12 @@ from api.request_ids import (
 )
 from api.routes import endpoint_of
 from shared.api_keys import Authenticator
-from shared.exceptions import (
-    AuthenticationRequired,
-    BodyTooLarge,
-    IdempotencyKeyReused,
-    MessageNotFound,
-    PermissionDenied,
-    PowerAuthUnavailable,
-    PublishFailed,
-    RequestInvalid,
-    RequestRejected,
-    UnsupportedMediaType,
-)
+from shared.error_codes import status_and_code
+from shared.exceptions import AuthenticationRequired, RequestInvalid
 
 logger = logging.getLogger(__name__)
 
 AUTHENTICATOR_KEY = web.AppKey("authenticator", Authenticator)
-
-# Status and code per exception class; the first matching class wins, so subclasses
-# come before their base class.
-ERROR_STATUSES: tuple[tuple[type[Exception], int, str], ...] = (
-    (RequestInvalid, 400, "ERROR_REQUEST"),
-    (BodyTooLarge, 413, "ERROR_REQUEST"),
-    (UnsupportedMediaType, 415, "ERROR_REQUEST"),
-    (MessageNotFound, 404, "ERROR_MESSAGE_NOT_FOUND"),
-    (IdempotencyKeyReused, 409, "ERROR_IDEMPOTENCY_KEY_REUSED"),
-    (RequestRejected, 400, "ERROR_GENERIC"),
-    (PowerAuthUnavailable, 400, "ERROR_PA_SERVER_COMM"),
-    (AuthenticationRequired, 401, "ERROR_UNAUTHORIZED"),
-    (PermissionDenied, 403, "ERROR_FORBIDDEN"),
-    (PublishFailed, 503, "ERROR_SERVICE_UNAVAILABLE"),
-    (asyncpg.UniqueViolationError, 409, "ERROR_DATA_INTEGRITY"),
-)
 
 HTTP_ERROR_CODES = {404: "ERROR_NOT_FOUND", 405: "ERROR_METHOD_NOT_ALLOWED"}
 
@@ -108,9 +82,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 def map_exception(request: web.Request, failure: Exception) -> web.Response:
-    for kind, status, code in ERROR_STATUSES:
-        if isinstance(failure, kind):
-            return known_error(request, failure, status, code)
+    known = status_and_code(failure)
+    if known is not None:
+        return known_error(request, failure, *known)
     logger.exception("%s %s failed", request.method, request.path)
     return error(500, "ERROR_GENERIC", "Internal server error")
 

@@ -17,6 +17,8 @@ import logging
 import re
 from dataclasses import dataclass
 
+import asyncpg
+
 from shared.applications import find_application_id
 from shared.context import ServiceContext
 from shared.exceptions import ActivationRejected, FeatureDisabled, RequestInvalid
@@ -187,8 +189,7 @@ async def create_device(context: ServiceContext, request: CreateDeviceRequest) -
         return
 
     state = await resolve_activation(context, request, request.activation_id)
-    await context.pool.execute(
-        REGISTER_ACTIVATION,
+    arguments = (
         app_row_id,
         state.activation_id,
         state.user_id,
@@ -197,6 +198,13 @@ async def create_device(context: ServiceContext, request: CreateDeviceRequest) -
         environment,
         state.is_active,
     )
+    try:
+        await context.pool.execute(REGISTER_ACTIVATION, *arguments)
+    except asyncpg.UniqueViolationError:
+        # ON CONFLICT arbitrates on (app, activation) only. A concurrent identical
+        # registration can still hit the (app, token, activation) constraint before its
+        # row is visible to the arbiter; by the retry it is, so the retry updates it.
+        await context.pool.execute(REGISTER_ACTIVATION, *arguments)
     logger.info(
         "registered device app=%s activation=%s platform=%s",
         request.app_id,

@@ -3,9 +3,9 @@
 A single-message send costs PostgreSQL far more per statement (planning, foreign-key
 triggers, commit) than per row: EXPLAIN ANALYZE on a 2-core development machine gave about
 0.6 ms for a one-row statement and 26 µs a row in a 500-row one. So concurrent sends share
-statements, as in a database's group commit. At most MAX_WRITES_IN_FLIGHT statements run at a time, and requests that
-arrive meanwhile go into the next one. An idle process adds no delay: the write starts on
-the next event loop turn.
+statements, as in a database's group commit. At most MAX_WRITES_IN_FLIGHT statements run
+at a time, and requests that arrive meanwhile go into the next one. An idle process adds
+no delay: the write starts on the next event loop turn.
 
 Row ids are drawn from the table's identity sequence before the insert, so the statement
 can tell which request each row belongs to.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from typing import Any, Generic, TypeVar
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.exceptions import RequestInvalid
@@ -303,3 +304,31 @@ def echo_value(value: Any) -> str | int | float | bool | None:
             return value[:MAX_ECHOED_VALUE_LENGTH] + "…"
         return value
     return None
+
+
+def invalid(field: str, hint: str) -> RequestInvalid:
+    return RequestInvalid("Request validation failed", [{"fieldName": field, "hint": hint}])
+
+
+def decode_json(body: bytes) -> Any:
+    """Parse a JSON request body; raise RequestInvalid for malformed JSON or NUL characters."""
+    if not body.strip():
+        raise invalid("request", "a JSON request body is required")
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as failure:
+        raise invalid("request", f"malformed JSON: {failure}") from None
+    # PostgreSQL rejects U+0000 in TEXT and JSONB, so it is refused here with a 400.
+    if (b"\\u0000" in body or b"\x00" in body) and contains_nul(document):
+        raise invalid("request", "strings must not contain the NUL character (U+0000)")
+    return document
+
+
+def contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(contains_nul(key) or contains_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(contains_nul(item) for item in value)
+    return False

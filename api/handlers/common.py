@@ -7,9 +7,9 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel
 
-from api.envelope import invalid, read_json
+from api.envelope import read_json
 from shared.context import ServiceContext
-from shared.requests import ObjectRequest, parse_request
+from shared.requests import ObjectRequest, invalid, parse_request
 
 CONTEXT_KEY = web.AppKey("context", ServiceContext)
 
