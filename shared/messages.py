@@ -98,11 +98,15 @@ async def send_messages(
     context: ServiceContext,
     request: SendMessageRequest | SendMessageBatchRequest,
     idempotency_key: str | None = None,
+    *,
+    require_publish: bool = False,
 ) -> SendResult:
     """Write the rows of a send or batch send, publish them, and wait in SYNCHRONOUS mode.
 
     Raises ApplicationNotFound, RequestInvalid and IdempotencyKeyReused. A failed publish
     does not fail the request: the rows are committed and the sweeper publishes them.
+    With `require_publish` (the AMQP ingest, which acks only after a confirmed publish)
+    it raises PublishFailed instead, and a replayed request publishes its rows again.
     """
     if isinstance(request, SendMessageBatchRequest):
         check_batch_size(context, request)
@@ -116,7 +120,9 @@ async def send_messages(
     else:
         result = await insert_once(context, request, messages, idempotency_key)
 
-    if not result.replayed:
+    if require_publish:
+        await context.publisher.publish_delivery("message", result.all_ids)
+    elif not result.replayed:
         await publish_rows(context, result.all_ids)
     if result.mode is SendMode.SYNCHRONOUS:
         await context.waiter.wait(result.all_ids, context.settings.send_sync_timeout_s)

@@ -24,6 +24,7 @@ import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 from prometheus_client import start_http_server
 
+from shared.context import open_context
 from shared.db import create_pool
 from shared.exceptions import PublishFailed, PushServerError
 from shared.logs import configure_logging
@@ -36,6 +37,7 @@ from workers.claim import RowKind
 from workers.credentials import CredentialStore
 from workers.delivery import Deliverer
 from workers.fcm_quota import FcmQuota
+from workers.ingest import IngestConsumer
 from workers.providers.base import ProviderRegistry
 from workers.retry_policy import RetryPolicy
 from workers.sweeper import Sweeper
@@ -85,6 +87,8 @@ class Worker:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.ingest: IngestConsumer | None = None
+        self.ingest_context: contextlib.AsyncExitStack | None = None
         self.names = QueueNames(settings.queue_prefix)
         self.stop = asyncio.Event()
         self.stats = WorkerStats()
@@ -128,6 +132,15 @@ class Worker:
         )
         await self.consume(self.names.delivery, settings.worker_prefetch, self.on_delivery)
         await self.consume(self.names.campaign, 1, self.on_campaign_job)
+        if settings.worker_ingest_enabled:
+            await self.start_ingest()
+
+    async def start_ingest(self) -> None:
+        """Run the AMQP ingest consumer in this process, with its own request context."""
+        self.ingest_context = contextlib.AsyncExitStack()
+        context = await self.ingest_context.enter_async_context(open_context(self.settings))
+        self.ingest = IngestConsumer(context, self.connection, self.settings.ingest_prefetch)
+        await self.ingest.start()
 
     async def consume(
         self,
@@ -245,12 +258,16 @@ class Worker:
         for queue, tag in self.consumers:
             with contextlib.suppress(Exception):
                 await queue.cancel(tag)
+        if self.ingest is not None:
+            await self.ingest.stop(grace_s)
         pending = set(self.stats.in_flight)
         if pending:
             _done, pending = await asyncio.wait(pending, timeout=grace_s)
         for task in pending:
             task.cancel()
         await sweeper
+        if self.ingest_context is not None:
+            await self.ingest_context.aclose()
         await self.registry.aclose()
         await self.connection.close()
         await self.pool.close()
