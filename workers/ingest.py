@@ -12,7 +12,8 @@ The consumer validates with the REST API's models and writes rows with its reque
 then acks only after the rows are committed and their delivery batches are confirmed. The
 publisher's `message_id` is the idempotency key (the store of the HTTP Idempotency-Key), so a
 redelivered or republished request writes no second set of rows. With `reply_to` and
-`correlation_id` set, the consumer answers there with the JSON the REST API would return.
+`correlation_id` set, the consumer publishes the JSON that the REST API would return to the
+`reply_to` queue.
 An invalid request goes to the dead-letter queue with the reason in the
 `x-rejection-reason` header, and is never requeued.
 """
@@ -85,7 +86,7 @@ class InvalidIngestRequest(PushServerError):
 
 
 def error_document(failure: Exception) -> dict[str, Any]:
-    """The REST API's error envelope for a failure, with the same code."""
+    """Build the REST API's error envelope for a failure, with the same code."""
     if isinstance(failure, InvalidIngestRequest):
         failure = RequestInvalid("Request validation failed", [failure.violation])
     known = status_and_code(failure)
@@ -204,7 +205,7 @@ class IngestConsumer:
     async def reject(
         self, message: AbstractIncomingMessage, request_type: str, error: Exception
     ) -> None:
-        """Dead-letter an invalid request with the reason, and answer with the error."""
+        """Dead-letter an invalid request with the reason, and reply with the error."""
         document = error_document(error)
         reason = describe_rejection(document)
         logger.info(
@@ -234,7 +235,7 @@ class IngestConsumer:
         )
 
     async def reply(self, message: AbstractIncomingMessage, document: dict[str, Any]) -> None:
-        """Answer at `reply_to` when the publisher asked; a lost reply is only logged."""
+        """Publish the reply to `reply_to` when the request has one; a failed reply is logged."""
         if not message.reply_to:
             return
         assert self.channel is not None
@@ -262,7 +263,7 @@ def parse_object(model: type[Any], document: Any) -> Any:
 
 
 def idempotency_key_of(message: AbstractIncomingMessage) -> str | None:
-    """The publisher's message_id, the idempotency key of the request."""
+    """Return the publisher's message_id, the idempotency key of the request."""
     if not message.message_id:
         return None
     try:
