@@ -18,6 +18,7 @@ import aiohttp
 import asyncpg
 import orjson
 
+from demo.amqp_traffic import AmqpTally, send_amqp_burst
 from demo.client import PushApi
 from demo.data import SIZES, generate
 from demo.report import Check, check_campaign, check_messages, describe
@@ -120,9 +121,13 @@ async def run_demo(
     campaign = await check_campaign(pool, sandbox, campaign_id, len(devices))
 
     await asyncio.to_thread(sandbox.reset)
-    tally = await send_burst(api, user_ids, arguments.seed)
-    await wait_for_messages(pool, tally.message_ids, timeout_s=120)
-    messages = await check_messages(pool, sandbox, tally.message_ids)
+    tally, amqp = await asyncio.gather(
+        send_burst(api, user_ids, arguments.seed),
+        send_amqp_burst(os.environ["PUSH_AMQP_URL"], pool, user_ids, arguments.seed),
+    )
+    message_ids = tally.message_ids + amqp.message_ids
+    await wait_for_messages(pool, message_ids, timeout_s=120)
+    messages = await check_messages(pool, sandbox, message_ids)
 
     for line in describe(f"campaign {campaign_id}", campaign):
         say(line)
@@ -130,12 +135,18 @@ async def run_demo(
         f"direct sends: {tally.requests} requests for {tally.messages} messages"
         f" ({len(tally.message_ids)} rows for the targeted devices)"
     )
-    for line in describe("direct sends", messages):
+    say(
+        f"AMQP sends: {amqp.requests} requests ({amqp.with_reply} with a reply),"
+        f" {amqp.replies} replies, {amqp.errors} error replies, {len(amqp.message_ids)} rows;"
+        f" {amqp.republished} republished with the same message_id,"
+        f" {amqp.republish_mismatches} answered differently"
+    )
+    for line in describe("direct sends (HTTP and AMQP)", messages):
         say(line)
-    return summary(campaign, messages, campaign_seconds)
+    return summary(campaign, messages, campaign_seconds, amqp)
 
 
-def summary(campaign: Check, messages: Check, seconds: float) -> dict[str, Any]:
+def summary(campaign: Check, messages: Check, seconds: float, amqp: AmqpTally) -> dict[str, Any]:
     finished = campaign.sent + campaign.failed
     return {
         "devices": campaign.expected,
@@ -151,7 +162,14 @@ def summary(campaign: Check, messages: Check, seconds: float) -> dict[str, Any]:
         "messages_failed": messages.failed,
         "messages_lost": messages.lost + messages.open,
         "messages_duplicates": messages.duplicates,
-        "ok": campaign.ok and messages.ok,
+        "amqp_requests": amqp.requests,
+        "amqp_replies_missing": amqp.with_reply - amqp.replies,
+        "amqp_republish_mismatches": amqp.republish_mismatches,
+        "ok": campaign.ok
+        and messages.ok
+        and amqp.replies == amqp.with_reply
+        and amqp.errors == 0
+        and amqp.republish_mismatches == 0,
     }
 
 

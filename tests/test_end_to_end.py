@@ -1,6 +1,7 @@
 """The main job's path at the small size: API, two workers and the sandbox as processes.
 
-The demo registers devices, runs a campaign and a burst of direct sends through the API;
+The demo registers devices, runs a campaign and a burst of direct sends through the API
+and over AMQP;
 the test asserts the demo's invariants: every campaign device accepted by the sandbox
 exactly once or failed with a reason, invalid tokens marked on their devices, every direct
 message accepted as often as it was sent.
@@ -114,6 +115,9 @@ async def test_demo_small_keeps_invariants(
     assert result["messages"] > 0
     assert result["messages_lost"] == 0
     assert result["messages_duplicates"] == 0
+    assert result["amqp_requests"] > 0
+    assert result["amqp_replies_missing"] == 0
+    assert result["amqp_republish_mismatches"] == 0
     assert result["ok"] is True
 
 
