@@ -123,7 +123,9 @@ async def run_demo(
     await asyncio.to_thread(sandbox.reset)
     tally, amqp = await asyncio.gather(
         send_burst(api, user_ids, arguments.seed),
-        send_amqp_burst(os.environ["PUSH_AMQP_URL"], pool, user_ids, arguments.seed),
+        send_amqp_burst(
+            os.environ["PUSH_AMQP_URL"], arguments.queue_prefix, pool, user_ids, arguments.seed
+        ),
     )
     message_ids = tally.message_ids + amqp.message_ids
     await wait_for_messages(pool, message_ids, timeout_s=120)
@@ -184,6 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         choices=sorted(SIZES),
         default="default",
         help="small: 3,000 devices; default: 150,000; 1m: 1,000,000",
+    )
+    parser.add_argument(
+        "--queue-prefix",
+        default=os.environ.get("PUSH_QUEUE_PREFIX", "push"),
+        help="queue prefix of the stack, for the AMQP ingest exchange",
     )
     parser.add_argument("--seed", type=int, default=20261204, help="seed of the demo data")
     parser.add_argument(

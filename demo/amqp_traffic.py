@@ -20,8 +20,8 @@ import asyncpg
 import orjson
 
 from demo.traffic import APP_ID, BODIES
+from shared.queue import QueueNames
 
-INGEST = "push.ingest"
 REPLY_TIMEOUT_S = 120.0
 
 
@@ -79,7 +79,7 @@ class ReplyCollector:
 
 
 async def send_amqp_burst(
-    amqp_url: str, pool: asyncpg.Pool, user_ids: Sequence[str], seed: int
+    amqp_url: str, queue_prefix: str, pool: asyncpg.Pool, user_ids: Sequence[str], seed: int
 ) -> AmqpTally:
     """Publish the AMQP requests, wait for the replies, and collect the rows they wrote."""
     rng = random.Random(seed + 1)
@@ -87,7 +87,8 @@ async def send_amqp_burst(
     connection = await aio_pika.connect_robust(amqp_url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(INGEST, ensure=False)
+        names = QueueNames(queue_prefix)
+        exchange = await channel.get_exchange(names.ingest_exchange, ensure=False)
         collector = ReplyCollector()
         replies = await channel.declare_queue(exclusive=True)
         await replies.consume(collector.on_reply)
@@ -99,7 +100,9 @@ async def send_amqp_burst(
             key = f"demo-{uuid.uuid4().hex}"
             body = request_body(rng, user_ids, batch)
             request_type = "push.message.send" if batch is None else "push.message.batch.send"
-            correlation_id = await publish(exchange, request_type, body, key, replies.name, reply)
+            correlation_id = await publish(
+                exchange, names.ingest, request_type, body, key, replies.name, reply
+            )
             tally.requests += 1
             tally.message_keys.append(key)
             if reply:
@@ -111,7 +114,9 @@ async def send_amqp_burst(
         await collector.wait_for(set(expected), REPLY_TIMEOUT_S)
         second: dict[str, str] = {}
         for request_type, body, key, first_correlation in republish:
-            correlation_id = await publish(exchange, request_type, body, key, replies.name, True)
+            correlation_id = await publish(
+                exchange, names.ingest, request_type, body, key, replies.name, True
+            )
             second[correlation_id] = first_correlation
         await collector.wait_for(set(second), REPLY_TIMEOUT_S)
 
@@ -122,6 +127,7 @@ async def send_amqp_burst(
 
 async def publish(
     exchange: aio_pika.abc.AbstractExchange,
+    routing_key: str,
     request_type: str,
     body: bytes,
     key: str,
@@ -139,7 +145,7 @@ async def publish(
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         ),
-        routing_key=INGEST,
+        routing_key=routing_key,
     )
     return correlation_id
 

@@ -88,13 +88,19 @@ def stack(
 
 
 async def test_demo_small_keeps_invariants(
-    stack: str, api_key: str, provider_sandbox: SandboxProcess, pool: asyncpg.Pool
+    stack: str,
+    api_key: str,
+    provider_sandbox: SandboxProcess,
+    pool: asyncpg.Pool,
+    settings: Settings,
 ) -> None:
     await provider_sandbox.admin.areset(everything=True)
     await provider_sandbox.admin.aupdate_settings(count_tokens=True)
     await wait_until_ready(stack)
     api = PushApi(stack, api_key, connections=16)
-    arguments = argparse.Namespace(size="small", seed=7, concurrency=16, timeout=300.0)
+    arguments = argparse.Namespace(
+        size="small", seed=7, concurrency=16, timeout=300.0, queue_prefix=settings.queue_prefix
+    )
 
     try:
         result = await run_demo(arguments, api, provider_sandbox.admin, pool)
