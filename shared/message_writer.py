@@ -37,6 +37,9 @@ MAX_SHARED_MESSAGES = 50
 # The result has one row per inserted message (ordinal, id, platform) and one row per
 # application found (ordinal NULL, app_id), so a request learns whether its application
 # exists even when no device matched.
+# Rows are written marked queued (timestamp_queued = now()) because the caller publishes
+# them next; a failed publish clears the mark. If the process dies in between, the
+# sweeper publishes the rows once the mark is older than its grace period.
 INSERT_ROWS = """
 WITH request AS (
     SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::boolean[],
@@ -61,10 +64,10 @@ target AS MATERIALIZED (
 ),
 inserted AS (
     INSERT INTO push_message (id, device_registration_id, user_id, activation_id, app_id,
-        silent, personal, message_body, priority, idempotency_key)
+        silent, personal, message_body, priority, idempotency_key, timestamp_queued)
     OVERRIDING SYSTEM VALUE
     SELECT id, device_id, user_id, device_activation_id, app_row_id, silent, personal,
-        message_body::jsonb, priority, idempotency_key
+        message_body::jsonb, priority, idempotency_key, now()
     FROM target
 )
 SELECT ordinal, id, platform, NULL::text AS app_id FROM target

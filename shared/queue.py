@@ -112,6 +112,14 @@ MARK_QUEUED = {
 }
 
 
+MARK_UNQUEUED = {
+    "message": "UPDATE push_message SET timestamp_queued = NULL WHERE id = ANY($1::bigint[])",
+    "campaign_device": (
+        "UPDATE push_campaign_device SET timestamp_queued = NULL WHERE id = ANY($1::bigint[])"
+    ),
+}
+
+
 class Publisher:
     """Publishes delivery batches and campaign jobs with publisher confirms."""
 
