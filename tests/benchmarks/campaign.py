@@ -299,6 +299,15 @@ def expansion_seconds(samples: list[tuple[float, int, int]], devices: int) -> fl
     return created_all[0] if created_all else None
 
 
+def moving_mean(values: list[float], window: int) -> list[float]:
+    """Mean of each value and the `window - 1` values before it."""
+    means = []
+    for index in range(len(values)):
+        chunk = values[max(0, index - window + 1) : index + 1]
+        means.append(sum(chunk) / len(chunk))
+    return means
+
+
 def plot(results: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -313,9 +322,11 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
             f"{result['workers']} worker{'s' if result['workers'] > 1 else ''}:"
             f" {result['seconds']:.0f} s, {result['rate']:.0f} msg/s overall"
         )
-        axes.plot(times, rates, label=label)
+        # Rows finish in batches of 500, so single seconds jump; the line is a 5 s mean.
+        (line,) = axes.plot(times, moving_mean(rates, 5), label=label)
+        axes.plot(times, rates, color=line.get_color(), alpha=0.2, linewidth=0.8)
     axes.set_xlabel("seconds since send/live")
-    axes.set_ylabel("finished rows per second")
+    axes.set_ylabel("finished rows per second (5 s mean; each second faint)")
     devices = results[0]["devices"]
     axes.set_title(f"Campaign of {devices:,} devices: messages finished per second")
     axes.grid(True, alpha=0.3)

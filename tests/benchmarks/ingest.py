@@ -374,6 +374,7 @@ def plot(figures: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
+    from matplotlib.ticker import ScalarFormatter
 
     single = figures["single"]
     points = figures["single_latency_percentiles_ms"]
@@ -381,6 +382,9 @@ def plot(figures: dict[str, Any], path: Path) -> None:
     axes.plot([ms for _, ms in points], [p for p, _ in points], marker=".", markersize=3)
     axes.axvline(25, color="grey", linestyle="--", label="target p99: 25 ms")
     axes.set_xscale("log")
+    axes.xaxis.set_major_formatter(ScalarFormatter())
+    axes.set_xticks([tick for tick in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+                     if points[0][1] / 2 <= tick <= points[-1][1] * 2])  # fmt: skip
     axes.set_xlabel("request latency, ms (log scale)")
     axes.set_ylabel("percentile")
     axes.set_title(
