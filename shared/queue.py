@@ -163,13 +163,22 @@ class Publisher:
             raise PublishFailed(f"publish to {queue} failed: {error!r}") from error
 
     async def publish_delivery(
-        self, pool: asyncpg.Pool | asyncpg.Connection, kind: str, ids: Sequence[int]
+        self,
+        pool: asyncpg.Pool | asyncpg.Connection,
+        kind: str,
+        ids: Sequence[int],
+        *,
+        mark_queued: bool = True,
     ) -> None:
-        """Publish row ids in batches, marking each batch's rows queued once confirmed."""
+        """Publish row ids in batches, marking each batch's rows queued once confirmed.
+
+        `mark_queued=False` is for rows already marked by the statement that selected them.
+        """
         for start in range(0, len(ids), self.batch_size):
             chunk = list(ids[start : start + self.batch_size])
             await self.publish(self.names.delivery, {"kind": kind, "ids": chunk})
-            await pool.execute(MARK_QUEUED[kind], chunk)
+            if mark_queued:
+                await pool.execute(MARK_QUEUED[kind], chunk)
 
     async def publish_campaign_job(self, campaign_id: int) -> None:
         await self.publish(self.names.campaign, {"campaignId": campaign_id})

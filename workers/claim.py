@@ -2,7 +2,9 @@
 
 A claim moves due PENDING rows (and SENDING rows whose lease expired) to SENDING until
 `lease_expires_at`. Two workers can never hold the same row within one lease, because the
-UPDATE's WHERE clause re-checks the status under the row lock.
+status is re-checked under the row lock. The claim skips rows that another transaction has
+locked (another claim, the sweeper): waiting for them could deadlock, and a locked row is
+being handled already.
 """
 
 from __future__ import annotations
@@ -59,12 +61,17 @@ class ClaimedRow:
 
 
 CLAIM_MESSAGES = """
-WITH claimed AS (
+WITH picked AS (
+    SELECT id FROM push_message
+    WHERE id = ANY($1::bigint[])
+      AND (status = 0 AND next_attempt_at <= now() OR status = 2 AND lease_expires_at < now())
+    ORDER BY id
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
     UPDATE push_message AS m
     SET status = 2, lease_expires_at = now() + make_interval(secs => $2), attempts = m.attempts + 1
-    WHERE m.id = ANY($1::bigint[])
-      AND (m.status = 0 AND m.next_attempt_at <= now()
-           OR m.status = 2 AND m.lease_expires_at < now())
+    FROM picked
+    WHERE m.id = picked.id
     RETURNING m.id, m.app_id, m.attempts, m.timestamp_created, m.device_registration_id,
               m.silent, m.personal, m.priority, m.message_body, m.timestamp_queued
 )
@@ -75,22 +82,41 @@ LEFT JOIN push_device AS d ON d.id = c.device_registration_id
 """
 
 CLAIM_CAMPAIGN_DEVICES = """
-WITH claimed AS (
+WITH picked AS (
+    SELECT id FROM push_campaign_device
+    WHERE id = ANY($1::bigint[])
+      AND (status = 0 AND next_attempt_at <= now() OR status = 2 AND lease_expires_at < now())
+    ORDER BY id
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
     UPDATE push_campaign_device AS cd
     SET status = 2, lease_expires_at = now() + make_interval(secs => $2), attempts = cd.attempts + 1
-    WHERE cd.id = ANY($1::bigint[])
-      AND (cd.status = 0 AND cd.next_attempt_at <= now()
-           OR cd.status = 2 AND cd.lease_expires_at < now())
+    FROM picked
+    WHERE cd.id = picked.id
     RETURNING cd.id, cd.campaign_id, cd.attempts, cd.timestamp_created, cd.device_registration_id,
               cd.timestamp_queued
 )
 SELECT c.*, d.platform, d.push_token, d.environment, d.timestamp_last_registered,
        d.timestamp_token_invalidated IS NOT NULL AS token_invalidated,
-       p.app_id, p.message, p.attributes, p.priority, p.state
+       p.app_id, p.state
 FROM claimed AS c
 JOIN push_campaign AS p ON p.id = c.campaign_id
 LEFT JOIN push_device AS d ON d.id = c.device_registration_id
 """
+
+# The message of each campaign in a batch, read once instead of once per row.
+CAMPAIGN_MESSAGES = """
+SELECT id, message, attributes, priority FROM push_campaign WHERE id = ANY($1::bigint[])
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignMessage:
+    """What every device of one campaign is sent."""
+
+    body: dict[str, Any]
+    attributes: MessageAttributes
+    priority: Priority
 
 
 async def claim(
@@ -100,8 +126,20 @@ async def claim(
     if kind is RowKind.MESSAGE:
         records = await connection.fetch(CLAIM_MESSAGES, list(ids), lease_s)
         return [message_row(record) for record in records]
+
     records = await connection.fetch(CLAIM_CAMPAIGN_DEVICES, list(ids), lease_s)
-    return [campaign_device_row(record) for record in records]
+    if not records:
+        return []
+    campaign_ids = list({record["campaign_id"] for record in records})
+    messages = {
+        row["id"]: CampaignMessage(
+            row["message"],
+            MessageAttributes.model_validate(row["attributes"] or {}),
+            Priority(row["priority"]),
+        )
+        for row in await connection.fetch(CAMPAIGN_MESSAGES, campaign_ids)
+    }
+    return [campaign_device_row(record, messages[record["campaign_id"]]) for record in records]
 
 
 def message_row(record: asyncpg.Record) -> ClaimedRow:
@@ -124,7 +162,7 @@ def message_row(record: asyncpg.Record) -> ClaimedRow:
     )
 
 
-def campaign_device_row(record: asyncpg.Record) -> ClaimedRow:
+def campaign_device_row(record: asyncpg.Record, message: CampaignMessage) -> ClaimedRow:
     return ClaimedRow(
         kind=RowKind.CAMPAIGN_DEVICE,
         id=record["id"],
@@ -137,9 +175,9 @@ def campaign_device_row(record: asyncpg.Record) -> ClaimedRow:
         environment=record["environment"],
         token_invalidated=bool(record["token_invalidated"]),
         timestamp_last_registered=record["timestamp_last_registered"],
-        body=record["message"],
-        attributes=MessageAttributes.model_validate(record["attributes"] or {}),
-        priority=Priority(record["priority"]),
+        body=message.body,
+        attributes=message.attributes,
+        priority=message.priority,
         campaign_id=record["campaign_id"],
         campaign_state=record["state"],
         timestamp_queued=record["timestamp_queued"],

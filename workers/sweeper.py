@@ -15,7 +15,7 @@ import logging
 import asyncpg
 
 from shared.exceptions import PublishFailed
-from shared.queue import Publisher
+from shared.queue import MARK_UNQUEUED, Publisher
 
 logger = logging.getLogger(__name__)
 
@@ -26,20 +26,29 @@ SWEEP_LIMIT = 20_000
 
 # A PENDING row is due for publishing when it is due for sending and was not queued since
 # it became due, or was queued longer ago than the grace period (the message may be lost).
-# A SENDING row is due when its lease expired and it was not queued since.
+# A SENDING row is due when its lease expired and it was not queued since. The rows are
+# marked queued in the same statement; rows locked by a claim are skipped, because waiting
+# for them could deadlock and the claim is handling them.
 DUE_ROWS = """
-SELECT id FROM {table}
-WHERE status IN (0, 2)
-  AND next_attempt_at <= now()
-  AND (
-      status = 0 AND (timestamp_queued IS NULL
-                      OR timestamp_queued < next_attempt_at
-                      OR timestamp_queued < now() - make_interval(secs => $1))
-      OR status = 2 AND lease_expires_at < now()
-                    AND (timestamp_queued IS NULL OR timestamp_queued < lease_expires_at)
-  )
-ORDER BY next_attempt_at
-LIMIT $2
+WITH due AS (
+    SELECT id FROM {table}
+    WHERE status IN (0, 2)
+      AND next_attempt_at <= now()
+      AND (
+          status = 0 AND (timestamp_queued IS NULL
+                          OR timestamp_queued < next_attempt_at
+                          OR timestamp_queued < now() - make_interval(secs => $1))
+          OR status = 2 AND lease_expires_at < now()
+                        AND (timestamp_queued IS NULL OR timestamp_queued < lease_expires_at)
+      )
+    ORDER BY next_attempt_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {table} AS t SET timestamp_queued = now()
+FROM due
+WHERE t.id = due.id
+RETURNING t.id
 """
 
 TABLES = {"message": "push_message", "campaign_device": "push_campaign_device"}
@@ -85,10 +94,18 @@ class Sweeper:
             rows = await connection.fetch(DUE_ROWS.format(table=table), self.grace_s, SWEEP_LIMIT)
             ids = [row["id"] for row in rows]
             if ids:
-                await self.publisher.publish_delivery(connection, kind, ids)
+                await self.publish(connection, kind, ids)
                 logger.info("sweeper re-published %d %s rows", len(ids), kind)
                 published += len(ids)
         return published
+
+    async def publish(self, connection: asyncpg.Connection, kind: str, ids: list[int]) -> None:
+        """Publish rows already marked queued; on failure, clear the mark for the next pass."""
+        try:
+            await self.publisher.publish_delivery(connection, kind, ids, mark_queued=False)
+        except PublishFailed:
+            await connection.execute(MARK_UNQUEUED[kind], ids)
+            raise
 
 
 async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:

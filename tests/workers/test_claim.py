@@ -183,3 +183,19 @@ async def test_invalidation_skips_changed_token(rows: Rows, pool: asyncpg.Pool) 
     stored = await rows.status_of("push_device", device)
 
     assert stored["timestamp_token_invalidated"] is None
+
+
+async def test_claim_skips_locked_rows(rows: Rows, pool: asyncpg.Pool, database_url: str) -> None:
+    app = await rows.app()
+    device = await rows.device(app, "token-1")
+    locked, free = await rows.message(app, device), await rows.message(app, device)
+    holder = await asyncpg.connect(database_url)
+    transaction = holder.transaction()
+    await transaction.start()
+    await holder.execute("SELECT id FROM push_message WHERE id = $1 FOR UPDATE", locked)
+
+    claimed = await asyncio.wait_for(claim(pool, RowKind.MESSAGE, [locked, free], 30), 5)
+    await transaction.rollback()
+    await holder.close()
+
+    assert [row.id for row in claimed] == [free]
