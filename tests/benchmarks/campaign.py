@@ -1,14 +1,15 @@
 """Benchmark of a whole campaign: API, RabbitMQ, workers, PostgreSQL and the sandbox.
 
-For each worker count, on a database and queue prefix of its own: starts the sandbox
-(counting accepted sends per token), `push-server api` and the workers as processes,
-creates the demo application with sandbox credentials through the admin API, inserts the
-devices with COPY straight into push_device (device registration through the API is not
-what is measured here), creates a campaign with all their users through the API and calls
-send/live. From that call until the campaign's state is `completed` it records, each
-second, the finished rows (SENT or FAILED) from the database, and samples the CPU time of
-every kind of process and the resident memory of the API and the workers. Afterwards it
-checks that every device was accepted by the sandbox exactly once or failed with a reason.
+Each worker count gets a database and queue prefix of its own. The benchmark starts the
+sandbox (counting accepted sends per token), `push-server api` and the workers as
+processes, and creates the demo application with sandbox credentials through the admin API.
+It inserts the devices with COPY straight into push_device, because device registration
+through the API is not what is measured here. Then it creates a campaign with all their
+users through the API and calls send/live. From that call until the campaign's state is
+`completed` it records the finished rows (SENT or FAILED) from the database each second,
+and samples the CPU time of every kind of process and the resident memory of the API and
+the workers. Afterwards it checks that the sandbox accepted every device exactly once or
+that the device's row failed with a reason.
 
 The devices follow the demo's mix: 60% APNs, 35% FCM, 5% HMS, 1.5 devices per user, about
 2% tokens that the sandbox rejects as unregistered or bad.

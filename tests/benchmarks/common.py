@@ -115,7 +115,7 @@ class Services:
     async def drop(self) -> None:
         """Delete the queues and exchanges of the prefix and drop the database."""
         names = QueueNames(self.prefix)
-        connection = await aio_pika.connect(self.amqp_url)
+        connection = await connect_broker(self.amqp_url)
         async with connection:
             channel = await connection.channel()
             for queue in (names.delivery, names.campaign, names.ingest, names.dead):
@@ -129,8 +129,24 @@ class Services:
             await admin.close()
 
 
+async def connect_broker(amqp_url: str, timeout_s: float = 60.0) -> aio_pika.abc.AbstractConnection:
+    """Connect to RabbitMQ, retrying while the node is down.
+
+    Other test runs on the same node restart it on purpose (the broker restart test), so a
+    refused connection for a few seconds is expected on a shared machine.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return await aio_pika.connect(amqp_url)
+        except aio_pika.exceptions.AMQPConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1.0)
+
+
 async def drop_database(admin: asyncpg.Connection, name: str, attempts: int = 30) -> None:
-    """Drop the database, retrying while an autovacuum worker still holds it.
+    """Drop the database, retrying while an autovacuum worker is still connected to it.
 
     WITH (FORCE) cannot end an autovacuum worker unless the role may signal superuser
     processes, so a drop right after heavy writes can fail a few times.
@@ -250,7 +266,7 @@ class ServerProcess:
 
 
 async def wait_until_ready(base_url: str, api: ServerProcess, timeout_s: float = 30.0) -> None:
-    """Wait until the API answers /health/ready with 200."""
+    """Wait until GET /health/ready on the API returns 200."""
     deadline = time.monotonic() + timeout_s
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:

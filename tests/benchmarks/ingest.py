@@ -92,7 +92,7 @@ end
 
 
 class LoadFailed(RuntimeError):
-    """The load generator failed or requests were answered with errors."""
+    """The load generator failed, or some of its requests failed."""
 
 
 @dataclass
@@ -113,8 +113,9 @@ class LoadResult:
     seconds: float
     percentiles: list[tuple[float, float]]
 
-    def percentile(self, wanted: float) -> float:
-        return min(self.percentiles, key=lambda item: abs(item[0] - wanted))[1]
+    def percentile(self, level: float) -> float:
+        """Return the latency (ms) of the recorded percentile closest to `level`."""
+        return min(self.percentiles, key=lambda item: abs(item[0] - level))[1]
 
 
 # ---------------------------------------------------------------------------
