@@ -1,0 +1,169 @@
+"""Inputs for which the REST API returns 500, or which it accepts although they are invalid."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.api.conftest import (
+    ADMIN_KEY,
+    APP_ID,
+    FCM_TOKEN,
+    HMS_TOKEN,
+    basic,
+    call,
+    create_application,
+)
+
+# A PKCS#8 EC private key on secp112r1, a curve that OpenSSL parses but `cryptography`
+# does not support, so loading it raises UnsupportedAlgorithm instead of ValueError.
+# Made with: openssl ecparam -name secp112r1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt
+SECP112R1_KEY = b"""-----BEGIN PRIVATE KEY-----
+ME4CAQAwEAYHKoZIzj0CAQYFK4EEAAYENzA1AgEBBA6sNuE03+6Us3nztxcfLqEg
+Ax4ABKW3JHmnqr45I9QDGSdVpkNBzJx/7BLoXjfSR30=
+-----END PRIVATE KEY-----
+"""
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="path_id accepts str.isdigit() characters such as '²' that int() rejects,"
+    " so the ValueError becomes a 500",
+)
+async def test_superscript_digit_path_id_answers_400(client: TestClient) -> None:
+    status, document = await call(client, "GET", "/push/message/%C2%B2")
+
+    assert status == 400
+    assert document["responseObject"]["code"] == "ERROR_REQUEST"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="query_int accepts str.isdigit() characters such as '²' that int() rejects,"
+    " so the ValueError becomes a 500",
+)
+async def test_superscript_digit_page_size_answers_400(client: TestClient) -> None:
+    status, document = await call(client, "GET", "/push/campaign/1/user/list?size=%C2%B2")
+
+    assert status == 400
+    assert document["responseObject"]["violations"][0]["fieldName"] == "size"
+
+
+async def raw_request(client: TestClient, header: bytes) -> bytes:
+    """Send GET /admin/app/list with one raw header line; return the status line."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(
+        b"GET /admin/app/list HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + header
+        + b"\r\nConnection: close\r\n\r\n"
+    )
+    await writer.drain()
+    status_line = await reader.readline()
+    writer.close()
+    await writer.wait_closed()
+    return status_line
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="digest_key encodes the key with UTF-8, which fails on the surrogates that"
+    " aiohttp makes of non-UTF-8 header bytes; a caller without any key gets a 500",
+)
+async def test_non_utf8_bearer_key_answers_401(client: TestClient) -> None:
+    status_line = await raw_request(client, b"Authorization: Bearer \xff\xfe\xfd")
+
+    assert status_line.split()[1] == b"401"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="hmac.compare_digest raises TypeError on non-ASCII str, so a Basic user name"
+    " such as 'dém' with a valid key answers 500",
+)
+async def test_non_ascii_basic_user_answers_401(client: TestClient) -> None:
+    status, document = await call(client, "GET", "/admin/app/list", headers=basic("dém", ADMIN_KEY))
+
+    assert status == 401
+    assert document["responseObject"]["code"] == "ERROR_UNAUTHORIZED"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="check_apns_key catches ValueError and TypeError only; a key on a curve that"
+    " cryptography does not support raises UnsupportedAlgorithm, which answers 500",
+)
+async def test_apns_key_on_unsupported_curve_answers_400(client: TestClient) -> None:
+    await create_application(client)
+    request = {
+        "appId": APP_ID,
+        "bundle": "com.example.app",
+        "keyId": "KEY123",
+        "teamId": "TEAM42",
+        "privateKeyBase64": b64(SECP112R1_KEY),
+        "environment": "production",
+    }
+
+    status, document = await call(client, "POST", "/admin/app/apns", {"requestObject": request})
+
+    assert status == 400
+    assert document["responseObject"]["code"] == "ERROR_GENERIC"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="check_service_account catches ValueError and TypeError only; a private_key on"
+    " a curve that cryptography does not support raises UnsupportedAlgorithm (500)",
+)
+async def test_fcm_key_on_unsupported_curve_answers_400(client: TestClient) -> None:
+    await create_application(client)
+    account = {
+        "type": "service_account",
+        "project_id": "demo-project",
+        "private_key_id": "0123abcd",
+        "private_key": SECP112R1_KEY.decode(),
+        "client_email": "push@demo-project.iam.gserviceaccount.com",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
+    request = {
+        "appId": APP_ID,
+        "projectId": "demo-project",
+        "privateKeyBase64": b64(orjson.dumps(account)),
+    }
+
+    status, document = await call(client, "POST", "/admin/app/fcm", {"requestObject": request})
+
+    assert status == 400
+    assert document["responseObject"]["code"] == "ERROR_GENERIC"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the FCM and HMS token patterns end in '$', which also matches before a final"
+    " newline, so a token with a trailing '\\n' is stored as it came",
+)
+@pytest.mark.parametrize(("platform", "token"), [("fcm", FCM_TOKEN), ("hms", HMS_TOKEN)])
+async def test_token_with_trailing_newline_rejected(
+    client: TestClient, platform: str, token: str
+) -> None:
+    await create_application(client)
+    request = {
+        "appId": APP_ID,
+        "token": token + "\n",
+        "platform": platform,
+        "activationId": "activation-1",
+        "activationStatus": "ACTIVE",
+        "userId": "user-1",
+    }
+
+    status, document = await call(client, "POST", "/push/device/create", {"requestObject": request})
+
+    assert status == 400
+    assert document["responseObject"]["violations"][0]["fieldName"] == "requestObject.token"
