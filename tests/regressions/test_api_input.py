@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+from typing import Any
 
 import orjson
 import pytest
@@ -15,6 +17,7 @@ from tests.api.conftest import (
     FCM_TOKEN,
     HMS_TOKEN,
     basic,
+    bearer,
     call,
     create_application,
 )
@@ -98,7 +101,7 @@ async def test_non_ascii_basic_user_answers_401(client: TestClient) -> None:
 @pytest.mark.xfail(
     strict=True,
     reason="check_apns_key catches ValueError and TypeError only; a key on a curve that"
-    " cryptography does not support raises UnsupportedAlgorithm, which answers 500",
+    " cryptography does not support raises UnsupportedAlgorithm, so the API returns 500",
 )
 async def test_apns_key_on_unsupported_curve_answers_400(client: TestClient) -> None:
     await create_application(client)
@@ -167,3 +170,53 @@ async def test_token_with_trailing_newline_rejected(
 
     assert status == 400
     assert document["responseObject"]["violations"][0]["fieldName"] == "requestObject.token"
+
+
+def nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"leaf": 1}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+async def post_raw(client: TestClient, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    headers = {"Content-Type": "application/json", **bearer(ADMIN_KEY)}
+    async with client.post(path, data=body, headers=headers) as response:
+        return response.status, orjson.loads(await response.read())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="extras nested deeper than pydantic or orjson serialise raise ValueError or"
+    " TypeError while the rows are written, so the API returns 500",
+)
+@pytest.mark.parametrize("depth", [254, 300])
+async def test_deeply_nested_extras_answers_400(client: TestClient, depth: int) -> None:
+    await create_application(client)
+    request = {
+        "appId": APP_ID,
+        "mode": "ASYNCHRONOUS",
+        "message": {"userId": "user-1", "body": {"title": "Hi", "extras": nested(depth)}},
+    }
+    # The standard library encoder has no depth limit of 255, unlike orjson.
+    body = json.dumps({"requestObject": request}).encode()
+
+    status, document = await post_raw(client, "/push/message/send", body)
+
+    assert status == 400
+    assert document["responseObject"]["code"] == "ERROR_REQUEST"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="contains_nul recurses once per nesting level, so a NUL inside 990 nested arrays"
+    " raises RecursionError, so the API returns 500",
+)
+async def test_deeply_nested_nul_answers_400(client: TestClient) -> None:
+    depth = 990
+    body = b'{"requestObject":' + b"[" * depth + b'"\\u0000"' + b"]" * depth + b"}"
+
+    status, document = await post_raw(client, "/push/message/send", body)
+
+    assert status == 400
+    assert document["responseObject"]["code"] == "ERROR_REQUEST"
