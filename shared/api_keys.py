@@ -68,7 +68,16 @@ def parse_api_keys(text: str) -> list[ApiKey]:
 
 
 def digest_key(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()
+    # A header with bytes that are not UTF-8 arrives with surrogate escapes; it can match no
+    # key, so it is hashed in a form that cannot fail.
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+
+
+def same_name(expected: str, given: str) -> bool:
+    """Compare key names in constant time; compare_digest rejects non-ASCII str."""
+    return hmac.compare_digest(
+        expected.encode("utf-8", "surrogateescape"), given.encode("utf-8", "surrogateescape")
+    )
 
 
 class Authenticator:
@@ -85,7 +94,7 @@ class Authenticator:
         # Compare with every key, so the time taken does not tell which digest matched.
         for key in self.keys:
             matches = hmac.compare_digest(key.digest, digest)
-            if matches and (name is None or hmac.compare_digest(key.name, name)):
+            if matches and (name is None or same_name(key.name, name)):
                 found = key
         if found is None:
             raise AuthenticationRequired("Invalid API key")

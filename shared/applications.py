@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
@@ -229,7 +230,7 @@ def check_apns_key(key: bytes) -> None:
     """Raise CredentialsInvalid unless the bytes are a PEM EC P-256 private key (a .p8 file)."""
     try:
         private_key = load_pem_private_key(key, password=None)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         raise CredentialsInvalid(
             "privateKeyBase64 must be the base64 of an APNs .p8 file (a PEM private key)"
         ) from None
@@ -256,7 +257,7 @@ def check_service_account(document: bytes) -> None:
 
     try:
         private_key = load_pem_private_key(account["private_key"].encode(), password=None)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         raise CredentialsInvalid(
             "private_key of the service-account JSON is not a PEM key"
         ) from None

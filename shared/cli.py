@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 from collections.abc import Callable, Sequence
@@ -20,6 +21,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("workers.ingest:main", "run the AMQP ingest consumer alone"),
     "sandbox": ("workers.sandbox.server:main", "run the fake APNs, FCM and HMS services"),
 }
+
+
+# Long-running processes allocate many short-lived objects per request or batch; the
+# default first-generation threshold (700) made the cyclic garbage collector take about a
+# tenth of a worker's CPU in a py-spy profile of a campaign.
+GC_THRESHOLDS = (50_000, 20, 20)
+LONG_RUNNING = frozenset({"api", "worker", "ingest", "sandbox"})
+
+
+def tune_garbage_collector() -> None:
+    """Freeze the objects of start-up and collect young objects less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def load_command(name: str) -> Callable[[Sequence[str]], int]:
@@ -50,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     command = load_command(arguments[0])
+    if arguments[0] in LONG_RUNNING:
+        tune_garbage_collector()
     return command(arguments[1:])
 
 

@@ -118,7 +118,8 @@ def normalize_token(platform: Platform, token: str) -> str:
     if platform is Platform.APNS:
         token = APNS_NOISE.sub("", token).lower()
     pattern, hint = TOKEN_FORMATS[platform]
-    if not pattern.match(token):
+    # fullmatch: "$" alone would also accept a token that ends in a newline.
+    if not pattern.fullmatch(token):
         raise RequestInvalid(
             "Request validation failed",
             [{"fieldName": "requestObject.token", "hint": hint}],

@@ -306,6 +306,12 @@ def echo_value(value: Any) -> str | int | float | bool | None:
     return None
 
 
+# Levels of objects and arrays a request may nest; bodies need about six, extras a few more.
+MAX_JSON_DEPTH = 32
+
+NUL_HINT = "strings must not contain the NUL character (U+0000)"
+
+
 def invalid(field: str, hint: str) -> RequestInvalid:
     return RequestInvalid("Request validation failed", [{"fieldName": field, "hint": hint}])
 
@@ -318,17 +324,28 @@ def decode_json(body: bytes) -> Any:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as failure:
         raise invalid("request", f"malformed JSON: {failure}") from None
-    # PostgreSQL rejects U+0000 in TEXT and JSONB, so it is refused here with a 400.
-    if (b"\\u0000" in body or b"\x00" in body) and contains_nul(document):
-        raise invalid("request", "strings must not contain the NUL character (U+0000)")
+    check_document(document, look_for_nul=b"\\u0000" in body or b"\x00" in body)
     return document
 
 
-def contains_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(contains_nul(key) or contains_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(contains_nul(item) for item in value)
-    return False
+def check_document(document: Any, look_for_nul: bool) -> None:
+    """Raise RequestInvalid for nesting deeper than MAX_JSON_DEPTH or a NUL in a string.
+
+    PostgreSQL rejects U+0000 in TEXT and JSONB, and deeply nested values break
+    serialisers further on (orjson stops at 255 levels, pydantic earlier), so both are
+    rejected here. The walk is iterative, so no input can exhaust the Python stack.
+    """
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list) and depth > MAX_JSON_DEPTH:
+            raise invalid("request", f"JSON must not be nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if look_for_nul and "\x00" in key:
+                    raise invalid("request", NUL_HINT)
+                stack.append((item, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+        elif look_for_nul and isinstance(value, str) and "\x00" in value:
+            raise invalid("request", NUL_HINT)

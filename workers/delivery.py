@@ -92,6 +92,10 @@ CAMPAIGN_PAYLOAD_CACHE_SIZE = 256
 # completed while its expansion may still insert rows.
 EXPANSION_LOCK_CLASS = 7_406_001
 
+# A worker re-reads the state of a campaign whose rows it is sending at most this often,
+# so deleting a sending campaign stops its claimed rows within about this time.
+CAMPAIGN_STATE_TTL_S = 1.0
+
 # Row ids are at most 19 digits plus a comma, so 380 ids stay under the 8000-byte limit.
 NOTIFY_IDS_PER_PAYLOAD = 380
 
@@ -152,6 +156,8 @@ class Deliverer:
         self.notify_channel = notify_channel
         self.rng = rng or random.Random()
         self.campaign_payloads: OrderedDict[tuple[int, str], tuple[float, Any]] = OrderedDict()
+        self.campaign_states: dict[int, tuple[float, str]] = {}
+        self.campaign_state_lock = asyncio.Lock()
 
     async def deliver(self, kind: RowKind, ids: Sequence[int]) -> BatchReport:
         """Claim the due rows among `ids`, deliver them and record every outcome."""
@@ -163,6 +169,7 @@ class Deliverer:
             return report
 
         observe_queue_lag(rows)
+        self.remember_campaign_states(rows)
         ROWS_IN_FLIGHT.inc(len(rows))
         try:
             await self.deliver_claimed(kind, rows, report)
@@ -298,13 +305,36 @@ class Deliverer:
             throttled.extend((item.row, result) for item in items[grant.count :])
         return allowed, throttled
 
+    def remember_campaign_states(self, rows: list[ClaimedRow]) -> None:
+        """Cache the campaign states the claim read, so the first sends need no query."""
+        expires = time.monotonic() + CAMPAIGN_STATE_TTL_S
+        for row in rows:
+            if row.campaign_id is not None and row.campaign_state is not None:
+                self.campaign_states[row.campaign_id] = (expires, row.campaign_state)
+
+    async def campaign_cancelled(self, campaign_id: int) -> bool:
+        """Return whether the campaign was cancelled or deleted, re-read once per TTL."""
+        cached = self.campaign_states.get(campaign_id)
+        if cached is None or cached[0] < time.monotonic():
+            async with self.campaign_state_lock:
+                cached = self.campaign_states.get(campaign_id)
+                if cached is None or cached[0] < time.monotonic():
+                    state = await self.pool.fetchval(
+                        "SELECT state FROM push_campaign WHERE id = $1", campaign_id
+                    )
+                    cached = (time.monotonic() + CAMPAIGN_STATE_TTL_S, state or "cancelled")
+                    self.campaign_states[campaign_id] = cached
+        return cached[1] == "cancelled"
+
     async def send_one(self, item: PendingSend) -> SendResult:
-        assert item.row.token is not None
         row = item.row
         assert row.token is not None
         # Only APNs reads the apns-id; a uuid5 per row is worth skipping for the others.
         apns_id = apns_id_for(str(row.kind), row.id) if row.platform == "apns" else ""
         async with self.send_slots:
+            # Checked after waiting for a slot: a campaign deleted meanwhile sends no more.
+            if row.campaign_id is not None and await self.campaign_cancelled(row.campaign_id):
+                return SendResult(Outcome.MESSAGE_REJECTED, reason="cancelled")
             started = time.perf_counter()
             result = await item.client.send(
                 row.token, item.payload, apns_id=apns_id, environment=row.environment

@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.campaigns import send_live
 from shared.context import ServiceContext, open_context
 from shared.error_codes import status_and_code
-from shared.exceptions import PublishFailed, PushServerError, RequestInvalid
+from shared.exceptions import BodyTooLarge, PublishFailed, PushServerError, RequestInvalid
 from shared.idempotency import check_key
 from shared.logs import configure_logging
 from shared.messages import send_messages
@@ -74,7 +74,7 @@ class CampaignSendRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    campaign_id: int = Field(alias="campaignId", ge=1, le=2**63 - 1)
+    campaign_id: int = Field(alias="campaignId", ge=1, le=2**63 - 1, strict=True)
 
 
 class InvalidIngestRequest(PushServerError):
@@ -152,6 +152,12 @@ class IngestConsumer:
         except (PushServerError, ValueError) as error:
             await self.reject(message, request_type, error)
             return
+        except Exception as error:
+            # An unexpected error must not leave the message unacked: it would hold a
+            # prefetch slot and come back after every restart. It is dead-lettered instead.
+            logger.exception("AMQP %s (message_id %s) failed", request_type, message.message_id)
+            await self.reject(message, request_type, error)
+            return
 
         # The REST API omits a null responseObject, so the reply does too.
         document: dict[str, Any] = {"status": "OK"}
@@ -167,6 +173,9 @@ class IngestConsumer:
             raise InvalidIngestRequest(
                 "type", f"unknown request type {request_type!r}; use one of {choices}"
             )
+        limit = self.context.settings.api_max_body_bytes
+        if len(message.body) > limit:
+            raise BodyTooLarge(limit)
         document = decode_json(message.body)
         if request_type == TYPE_CAMPAIGN_SEND_LIVE:
             campaign = parse_object(CampaignSendRequest, document)

@@ -61,10 +61,19 @@ async def read_user_ids(request: web.Request) -> list[str]:
     return users
 
 
+def is_decimal(text: str) -> bool:
+    """Return whether the text is ASCII digits only.
+
+    str.isdigit() also accepts digits of other scripts (Arabic-Indic, superscripts), some of
+    which int() rejects and others it reads as numbers the caller did not write.
+    """
+    return text.isascii() and text.isdigit() and len(text) <= 20
+
+
 def path_id(request: web.Request, name: str = "id") -> int:
     """Return a numeric path parameter; raise RequestInvalid unless it is a row id."""
     text = request.match_info[name]
-    if not text.isdigit() or not 1 <= int(text) <= MAX_ROW_ID:
+    if not is_decimal(text) or not 1 <= int(text) <= MAX_ROW_ID:
         raise invalid(name, f"must be a whole number from 1 to {MAX_ROW_ID}")
     return int(text)
 
@@ -73,7 +82,7 @@ def query_int(request: web.Request, name: str, default: int, low: int, high: int
     text = request.query.get(name)
     if text is None or text == "":
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not is_decimal(text) or not low <= int(text) <= high:
         raise invalid(name, f"must be a whole number from {low} to {high}")
     return int(text)
 

@@ -262,6 +262,18 @@ async def test_request_without_reply_to_processed(
             "ERROR_GENERIC",
             "does not exist",
         ),
+        (
+            "push.campaign.send.live",
+            {"requestObject": {"campaignId": True}},
+            "ERROR_REQUEST",
+            "requestObject.campaignId",
+        ),
+        (
+            "push.message.send",
+            b'{"x": "' + b"y" * (2 * 1024 * 1024) + b'"}',
+            "ERROR_REQUEST",
+            "larger than the limit",
+        ),
     ],
 )
 async def test_invalid_request_dead_lettered(

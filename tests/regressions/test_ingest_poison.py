@@ -39,12 +39,6 @@ def deep_nul_body() -> bytes:
     return b'{"requestObject":' + b"[" * NUL_DEPTH + b'"\\u0000"' + b"]" * NUL_DEPTH + b"}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="IngestConsumer.handle catches only PushServerError, ValueError and outage errors;"
-    " the TypeError and RecursionError of deeply nested bodies leave the message unacked,"
-    " without a reply or a dead letter, and it holds a prefetch slot until the channel closes",
-)
 @pytest.mark.parametrize(
     ("body", "message_id"),
     [(deep_extras_body(), "deep-extras-1"), (deep_nul_body(), None)],

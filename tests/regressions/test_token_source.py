@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from workers.providers.tokens import AccessToken, AccessTokenSource, TokenUnavailable
 
 CALLERS = 10
@@ -24,11 +22,6 @@ class RejectedSource(AccessTokenSource):
         raise TokenUnavailable("invalid_grant: Invalid JWT Signature.", credentials_rejected=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after a failed fetch each caller queued on the lock fetches again, so one batch"
-    " of rows of an application with rejected credentials makes one token request per row",
-)
 async def test_rejected_fetch_shared_by_waiting_callers() -> None:
     source = RejectedSource()
 

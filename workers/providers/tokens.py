@@ -155,6 +155,12 @@ class AccessToken:
     expires_at: float
 
 
+# After a failed token request, callers get the same error for this long instead of each
+# asking the OAuth endpoint again: a batch of rows of an application whose credentials are
+# rejected would otherwise make one token request per row.
+FAILED_FETCH_HOLD_S = 10.0
+
+
 class AccessTokenSource:
     """A cached OAuth access token, refreshed by one caller at a time."""
 
@@ -162,6 +168,7 @@ class AccessTokenSource:
         self.clock = clock
         self.current: AccessToken | None = None
         self.lock = asyncio.Lock()
+        self.failure: tuple[float, TokenUnavailable] | None = None
 
     def usable(self, token: AccessToken | None) -> bool:
         return token is not None and token.expires_at - OAUTH_REFRESH_MARGIN_S > self.clock()
@@ -176,8 +183,18 @@ class AccessTokenSource:
             return current.value
         async with self.lock:
             if self.current is None or not self.usable(self.current):
-                self.current = await self.fetch()
+                self.raise_recent_failure()
+                try:
+                    self.current = await self.fetch()
+                except TokenUnavailable as error:
+                    self.failure = (self.clock() + FAILED_FETCH_HOLD_S, error)
+                    raise
+                self.failure = None
             return self.current.value
+
+    def raise_recent_failure(self) -> None:
+        if self.failure is not None and self.failure[0] > self.clock():
+            raise self.failure[1]
 
     def invalidate(self, rejected: str) -> None:
         """Drop `rejected` after the provider returned 401 for it; the next call refreshes."""
