@@ -74,6 +74,17 @@ def new_api_key() -> tuple[str, str]:
     return key, f"benchmark:admin:{digest}"
 
 
+def stop_on_signals() -> None:
+    """Turn SIGTERM and SIGINT into KeyboardInterrupt, so that the cleanup code runs.
+
+    Python ends at SIGTERM without running `finally` blocks, and a background job of a
+    non-interactive shell starts with SIGINT ignored. Either way the child processes and
+    the benchmark's database would be left behind.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 # ---------------------------------------------------------------------------
 # Database and queues
 

@@ -51,6 +51,7 @@ from tests.benchmarks.common import (
     postgres_groups,
     rabbitmq_group,
     server_environment,
+    stop_on_signals,
     wait_until_ready,
 )
 
@@ -422,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
+    stop_on_signals()
     if arguments.smoke:
         arguments.duration = 3
     if arguments.generator == "auto":
