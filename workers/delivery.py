@@ -92,6 +92,11 @@ CAMPAIGN_PAYLOAD_CACHE_SIZE = 256
 # completed while its expansion may still insert rows.
 EXPANSION_LOCK_CLASS = 7_406_001
 
+# The longest one send may take, token requests and retries included. The clients bound
+# each request themselves; this bounds everything else, so no batch can hold its prefetch
+# slot forever. It stays well under the lease (PUSH_LEASE_S, 60 s by default).
+SEND_DEADLINE_S = 45.0
+
 # A worker re-reads the state of a campaign whose rows it is sending at most this often,
 # so deleting a sending campaign stops its claimed rows within about this time.
 CAMPAIGN_STATE_TTL_S = 1.0
@@ -336,9 +341,21 @@ class Deliverer:
             if row.campaign_id is not None and await self.campaign_cancelled(row.campaign_id):
                 return SendResult(Outcome.MESSAGE_REJECTED, reason="cancelled")
             started = time.perf_counter()
-            result = await item.client.send(
-                row.token, item.payload, apns_id=apns_id, environment=row.environment
-            )
+            try:
+                result = await asyncio.wait_for(
+                    item.client.send(
+                        row.token, item.payload, apns_id=apns_id, environment=row.environment
+                    ),
+                    SEND_DEADLINE_S,
+                )
+            except TimeoutError:
+                logger.warning(
+                    "%s app=%s send timed out after %.0f s",
+                    row.log_id,
+                    row.app_row_id,
+                    SEND_DEADLINE_S,
+                )
+                result = SendResult(Outcome.TRANSIENT, reason="timeout")
             provider_seconds(str(row.platform)).observe(time.perf_counter() - started)
             return result
 

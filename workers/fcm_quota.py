@@ -61,6 +61,13 @@ class FcmQuota:
             self.known_buckets.add(name)
 
         record = await self.pool.fetchrow(TAKE_TOKENS, name, self.capacity, self.rate_per_s, wanted)
+        if record is None:
+            # The bucket row was deleted (a cleanup, a restored database): without it every
+            # send would count as throttled forever, so it is created again.
+            await self.pool.execute(CREATE_BUCKET, name, self.capacity)
+            record = await self.pool.fetchrow(
+                TAKE_TOKENS, name, self.capacity, self.rate_per_s, wanted
+            )
         granted = int(record["count"]) if record else 0
         missing = wanted - granted
         wait_s = missing / self.rate_per_s if missing > 0 else 0.0

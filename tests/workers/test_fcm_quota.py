@@ -48,3 +48,13 @@ async def test_bucket_refills(pool: asyncpg.Pool) -> None:
     refilled = await quota.take("project-a", 1000)
 
     assert 100 <= refilled.count <= 110
+
+
+async def test_deleted_bucket_created_again(pool: asyncpg.Pool) -> None:
+    quota = FcmQuota(pool, messages_per_minute=60)
+    await quota.take("project-a", 1)
+    await pool.execute("DELETE FROM push_rate_limit")
+
+    grant = await quota.take("project-a", 5)
+
+    assert grant.count == 5

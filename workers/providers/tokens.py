@@ -185,12 +185,22 @@ class AccessTokenSource:
             if self.current is None or not self.usable(self.current):
                 self.raise_recent_failure()
                 try:
-                    self.current = await self.fetch()
+                    self.current = await self.fetch_in_time()
                 except TokenUnavailable as error:
                     self.failure = (self.clock() + FAILED_FETCH_HOLD_S, error)
                     raise
                 self.failure = None
             return self.current.value
+
+    async def fetch_in_time(self) -> AccessToken:
+        """Fetch, bounded by a deadline: every send of the application waits on this."""
+        try:
+            return await asyncio.wait_for(self.fetch(), TOKEN_REQUEST_TIMEOUT_S + 5.0)
+        except TimeoutError:
+            raise TokenUnavailable(
+                f"token request timed out after {TOKEN_REQUEST_TIMEOUT_S + 5.0:.0f} s",
+                credentials_rejected=False,
+            ) from None
 
     def raise_recent_failure(self) -> None:
         if self.failure is not None and self.failure[0] > self.clock():
