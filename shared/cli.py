@@ -23,8 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-# Long-running processes allocate many short-lived objects per request or batch; the
-# default first-generation threshold (700) made the cyclic garbage collector take about a
+# Long-running processes allocate many short-lived objects per request or batch. With the
+# default first-generation threshold (700), the cyclic garbage collector took about a
 # tenth of a worker's CPU in a py-spy profile of a campaign.
 GC_THRESHOLDS = (50_000, 20, 20)
 LONG_RUNNING = frozenset({"api", "worker", "ingest", "sandbox"})

@@ -1,6 +1,6 @@
 """Error codes of the original's error envelope, per exception, with the HTTP status.
 
-The REST API answers with the status and code; the AMQP ingest consumer puts the same code
+The REST API responds with the status and code; the AMQP ingest consumer puts the same code
 in its error replies. Keeping both in one table makes an error read the same on both paths.
 """
 

@@ -21,7 +21,7 @@ from shared.message_body import MessageAttributes, MessageBody, Priority
 
 
 class RowKind(enum.StrEnum):
-    """Which table a delivery row lives in; also the `kind` of a delivery queue message."""
+    """The table of a delivery row; also the `kind` of a delivery queue message."""
 
     MESSAGE = "message"
     CAMPAIGN_DEVICE = "campaign_device"
@@ -112,7 +112,7 @@ SELECT id, message, attributes, priority FROM push_campaign WHERE id = ANY($1::b
 
 @dataclass(frozen=True, slots=True)
 class CampaignMessage:
-    """What every device of one campaign is sent."""
+    """The message that every device of one campaign receives."""
 
     body: dict[str, Any]
     attributes: MessageAttributes
@@ -263,7 +263,7 @@ async def invalidate_tokens(
     """Mark devices' tokens invalid, skipping devices registered again since.
 
     The token comparison skips a device that registered a new token while the send was
-    in flight; the timestamp comparison applies an APNs 410 only when it is newer than
+    in flight. The timestamp comparison applies an APNs 410 only when it is newer than
     the device's last registration.
     """
     if not invalidations:

@@ -92,7 +92,7 @@ CAMPAIGN_PAYLOAD_CACHE_SIZE = 256
 # completed while its expansion may still insert rows.
 EXPANSION_LOCK_CLASS = 7_406_001
 
-# The longest one send may take, token requests and retries included. The clients bound
+# The maximum time of one send, token requests and retries included. The clients bound
 # each request themselves; this bounds everything else, so no batch can hold its prefetch
 # slot forever. It stays well under the lease (PUSH_LEASE_S, 60 s by default).
 SEND_DEADLINE_S = 45.0
@@ -129,7 +129,7 @@ class PendingSend:
 
 @dataclass(slots=True)
 class BatchReport:
-    """What happened to one batch, for logs and tests."""
+    """The claimed count and outcomes of one batch, for logs and tests."""
 
     claimed: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
@@ -433,7 +433,7 @@ def count_outcomes(
 
 @functools.cache
 def provider_seconds(platform: str) -> Any:
-    """The latency histogram's child for one provider; labels() per send is costly."""
+    """Return the latency histogram's child for one provider; labels() per send is costly."""
     return PROVIDER_SECONDS.labels(platform)
 
 

@@ -1,6 +1,6 @@
 """`push-server worker`: consume delivery batches and campaign jobs, run the sweeper.
 
-A worker acks a delivery message only after the batch's outcomes are recorded, and holds
+A worker acks a delivery message only after the batch's outcomes are recorded, and keeps
 at most PUSH_WORKER_PREFETCH messages of PUSH_DELIVERY_BATCH_SIZE ids each, which bounds
 the rows in flight (and the duplicates a killed worker can cause) per process.
 """

@@ -2,7 +2,7 @@
 
 FCM allows a project a fixed number of messages a minute (600,000 by default). The bucket
 holds up to one minute of quota and refills continuously, so workers on any number of
-machines together never send faster than the quota; a batch takes its tokens with one
+machines together never send faster than the quota. A batch takes its tokens with one
 statement.
 """
 

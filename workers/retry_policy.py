@@ -1,4 +1,4 @@
-"""What happens to a row after each outcome: sent, failed, or pending again and when."""
+"""The next state of a row after each outcome: sent, failed, or pending again and when."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ SWEEP_LIMIT = 20_000
 # A PENDING row is due for publishing when it is due for sending and was not queued since
 # it became due, or was queued longer ago than the grace period (the message may be lost).
 # A SENDING row is due when its lease expired and it was not queued since. The rows are
-# marked queued in the same statement; rows locked by a claim are skipped, because waiting
+# marked queued in the same statement. Rows locked by a claim are skipped, because waiting
 # for them could deadlock and the claim is handling them.
 DUE_ROWS = """
 WITH due AS (
