@@ -2,7 +2,7 @@
 
 Single and batch sends, with and without replies, each with a message_id. A few requests
 are published a second time with the same message_id, and the check expects the same
-answer and no new rows.
+reply and no new rows.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ REPLY_TIMEOUT_S = 120.0
 
 @dataclass
 class AmqpTally:
-    """What the AMQP burst published and what came back."""
+    """Counts of the AMQP burst: requests published, replies received, rows written."""
 
     requests: int = 0
     with_reply: int = 0
@@ -175,7 +175,7 @@ async def rows_of(pool: asyncpg.Pool, keys: list[str], timeout_s: float = 60.0) 
     """Return the rows written for the message ids, once every request has been consumed.
 
     Every consumed request stores its message_id in the idempotency store, also when it
-    found no device, so the count of stored keys tells when all are done.
+    found no device, so all are done when every key is stored.
     """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -9,7 +9,7 @@ import orjson
 
 
 class ApiError(Exception):
-    """The API answered with an error envelope or an unexpected status."""
+    """The API returned an error envelope or an unexpected status."""
 
     def __init__(self, path: str, status: int, body: str) -> None:
         super().__init__(f"{path} answered {status}: {body[:500]}")
@@ -31,7 +31,7 @@ class PushApi:
     async def call(
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
     ) -> Any:
-        """Send one request; return the decoded `responseObject` (or the whole answer)."""
+        """Send one request; return the decoded `responseObject` (or the whole document)."""
         async with self.session.request(
             method, self.base_url + path, json=body, headers=headers
         ) as response:

@@ -1,10 +1,10 @@
 """Demo data from a fixed seed: users, their devices and the mess of real registrations.
 
 About 60% of devices are APNs (both environments), 35% FCM and 5% HMS, with real token
-formats. Some tokens come with spaces, angle brackets or upper case (old iOS SDKs printed
-them that way); some tokens are first registered for another activation and then move;
-about 2% are tokens that the sandbox answers as unregistered or bad; some activations are
-inactive.
+formats. Some tokens come with spaces, angle brackets or upper case, as old iOS SDKs
+printed them. Some tokens are first registered for another activation and then move.
+About 2% are tokens that the sandbox rejects as unregistered or bad, and some activations
+are inactive.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ MESSY_SHARE = 0.03
 MOVED_SHARE = 0.01
 INACTIVE_SHARE = 0.05
 
-# Token endings the sandbox answers with fixed errors (its built-in markers).
+# Token endings that the sandbox rejects with fixed errors (its built-in markers).
 APNS_UNREGISTERED = "0000dead"
 APNS_BAD = "00000bad"
 FCM_UNREGISTERED = ":unregistered"
@@ -34,7 +34,7 @@ TOKEN_ALPHABET = string.ascii_letters + string.digits + "-_"
 
 @dataclass(frozen=True, slots=True)
 class DemoDevice:
-    """One installation: what is registered and what the sandbox will answer."""
+    """One installation: what is registered and how the sandbox will respond."""
 
     user_id: str
     activation_id: str
@@ -105,6 +105,6 @@ def messy(rng: random.Random, token: str) -> str:
 
 
 def activation_id(rng: random.Random) -> str:
-    """A PowerAuth activation id: a UUID in its 36-character text form."""
+    """Return a PowerAuth activation id: a UUID in its 36-character text form."""
     value = f"{rng.getrandbits(128):032x}"
     return f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}"

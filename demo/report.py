@@ -14,7 +14,7 @@ from workers.sandbox.control import SandboxAdmin
 # The sandbox admin endpoint takes bodies of at most 1 MiB; FCM tokens are about 170 bytes.
 TOKENS_PER_COUNT_REQUEST = 4_000
 
-# Reasons that say the token is dead; such devices must carry timestamp_token_invalidated.
+# Reasons that mean the token is dead; such devices must carry timestamp_token_invalidated.
 TOKEN_INVALID_REASONS = frozenset(
     {"Unregistered", "BadDeviceToken", "UNREGISTERED", "INVALID_ARGUMENT", "80300007"}
 )
@@ -70,7 +70,7 @@ async def accepted_counts(
 async def check_campaign(
     pool: asyncpg.Pool, sandbox: SandboxAdmin, campaign_id: int, expected_devices: int
 ) -> Check:
-    """Every campaign device accepted exactly once, or failed with a reason."""
+    """Check that every campaign device was accepted exactly once or failed with a reason."""
     rows = await pool.fetch(CAMPAIGN_ROWS, campaign_id)
     tokens: dict[str, list[str]] = {}
     for row in rows:
@@ -108,7 +108,7 @@ def tally_row(
 async def check_messages(
     pool: asyncpg.Pool, sandbox: SandboxAdmin, message_ids: Sequence[int]
 ) -> Check:
-    """Each token accepted as many times as it has SENT messages."""
+    """Check that each token was accepted as many times as it has SENT messages."""
     rows = await pool.fetch(MESSAGE_ROWS, list(message_ids))
     sent_per_token: Counter[tuple[str, str]] = Counter()
     check = Check(expected=len(message_ids))

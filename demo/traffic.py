@@ -79,7 +79,7 @@ class DemoApplication:
 
 @dataclass
 class SendTally:
-    """What the direct-send burst asked for."""
+    """Counts and row ids of the direct-send burst."""
 
     requests: int = 0
     messages: int = 0

@@ -115,7 +115,7 @@ async def test_demo_small_keeps_invariants(
     assert result["lost"] == 0
     assert result["duplicates"] == 0
     assert result["unmarked_invalid"] == 0
-    # About 2% of the demo tokens are answered as unregistered or bad.
+    # The sandbox rejects about 2% of the demo tokens as unregistered or bad.
     assert 0.01 * result["devices"] < result["failed"] < 0.04 * result["devices"]
     assert invalidated == result["failed"]
     assert result["messages"] > 0
