@@ -191,10 +191,11 @@ async def follow(
     last_print = 0.0
     while True:
         await asyncio.sleep(SAMPLE_INTERVAL_S)
-        row = await connection.fetchrow(PROGRESS, campaign_id)
+        # The state first: once it reads `completed`, the count that follows sees every row.
         state = await connection.fetchval(
             "SELECT state FROM push_campaign WHERE id = $1", campaign_id
         )
+        row = await connection.fetchrow(PROGRESS, campaign_id)
         elapsed = time.perf_counter() - started
         samples.append((round(elapsed, 3), row["created"], row["finished"]))
         if elapsed - last_print >= 10:
