@@ -126,7 +126,7 @@ class Settings(DatabaseSettings):
     fcm_messages_per_minute: int = Field(default=600_000, ge=1)
     sweep_interval_s: float = Field(default=5.0, gt=0)
     shutdown_grace_s: float = Field(default=30.0, ge=0)
-    ingest_prefetch: int = Field(default=32, ge=1, le=10_000)
+    ingest_prefetch: int = Field(default=128, ge=1, le=10_000)
     worker_ingest_enabled: bool = True
     sweep_grace_s: float = Field(default=60.0, gt=0)
 

@@ -40,6 +40,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from tests.benchmarks.amqp_load import measure_amqp
 from tests.benchmarks.common import (
     REPOSITORY,
     ResourceSampler,
@@ -318,7 +319,14 @@ async def measure(arguments: argparse.Namespace, folder: Path) -> dict[str, Any]
         api.start()
         await wait_until_ready(base_url, api)
         await prepare(base_url, api_key)
-        return await run_phases(arguments, services, api, base_url, api_key, folder)
+        figures = await run_phases(arguments, services, api, base_url, api_key, folder)
+        single_body, batch_body = request_bodies()
+        figures.update(
+            await measure_amqp(
+                services, environment, folder, single_body, batch_body, BATCH_SIZE, arguments.smoke
+            )
+        )
+        return figures
     except BaseException:
         print(f"API log:\n{api.log_tail()}", file=sys.stderr)
         raise
