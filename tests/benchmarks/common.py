@@ -124,7 +124,20 @@ class Services:
         return services
 
     async def drop(self) -> None:
-        """Delete the queues and exchanges of the prefix and drop the database."""
+        """Delete the queues and exchanges of the prefix and drop the database.
+
+        The database is dropped even when RabbitMQ cannot be reached.
+        """
+        try:
+            await self.delete_queues()
+        finally:
+            admin = await asyncpg.connect(self.base_database_url)
+            try:
+                await drop_database(admin, self.database_name)
+            finally:
+                await admin.close()
+
+    async def delete_queues(self) -> None:
         names = QueueNames(self.prefix)
         connection = await connect_broker(self.amqp_url)
         async with connection:
@@ -133,11 +146,6 @@ class Services:
                 await channel.queue_delete(queue)
             for exchange in (names.ingest_exchange, names.dead_exchange):
                 await channel.exchange_delete(exchange)
-        admin = await asyncpg.connect(self.base_database_url)
-        try:
-            await drop_database(admin, self.database_name)
-        finally:
-            await admin.close()
 
 
 async def connect_broker(amqp_url: str, timeout_s: float = 60.0) -> aio_pika.abc.AbstractConnection:
