@@ -183,6 +183,20 @@ class Publisher:
     async def publish_campaign_job(self, campaign_id: int) -> None:
         await self.publish(self.names.campaign, {"campaignId": campaign_id})
 
+    async def delivery_queue_empty(self) -> bool:
+        """Return whether the delivery queue has no ready messages (a passive declare)."""
+        try:
+            channel = await self.connection.channel()
+            try:
+                queue = await channel.declare_queue(self.names.delivery, passive=True)
+                return (queue.declaration_result.message_count or 0) == 0
+            finally:
+                await channel.close()
+        except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
+            raise PublishFailed(
+                f"reading the depth of {self.names.delivery} before publishing failed: {error!r}"
+            ) from error
+
     async def is_healthy(self) -> bool:
         return not self.connection.is_closed
 

@@ -88,6 +88,7 @@ class Worker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.ingest: IngestConsumer | None = None
+        self.batches: set[asyncio.Task[Any]] = set()
         self.ingest_context: contextlib.AsyncExitStack | None = None
         self.names = QueueNames(settings.queue_prefix)
         self.stop = asyncio.Event()
@@ -177,8 +178,15 @@ class Worker:
             await self.dead_letter(message, str(error))
             return
 
+        # The batch runs in a task of its own, shielded: when the broker connection drops,
+        # aio-pika cancels the consumer callback, but sends the providers already accepted
+        # must still be recorded, or the redelivered batch would send them again. Only
+        # shutdown cancels the batch itself, which releases its rows.
+        batch = asyncio.create_task(self.deliverer.deliver(kind, ids))
+        self.batches.add(batch)
+        batch.add_done_callback(self.batches.discard)
         try:
-            report = await self.deliverer.deliver(kind, ids)
+            report = await asyncio.shield(batch)
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as error:
             self.stats.failed_batches += 1
             logger.warning(
@@ -263,6 +271,8 @@ class Worker:
         pending = set(self.stats.in_flight)
         if pending:
             _done, pending = await asyncio.wait(pending, timeout=grace_s)
+        for batch in list(self.batches):
+            batch.cancel()
         for task in pending:
             task.cancel()
         await sweeper

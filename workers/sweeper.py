@@ -16,6 +16,7 @@ import asyncpg
 
 from shared.exceptions import PublishFailed
 from shared.queue import MARK_UNQUEUED, Publisher
+from workers.delivery import EXPANSION_LOCK_CLASS
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ WITH due AS (
       AND (
           status = 0 AND (timestamp_queued IS NULL
                           OR timestamp_queued < next_attempt_at
-                          OR timestamp_queued < now() - make_interval(secs => $1))
+                          OR $3 AND timestamp_queued < now() - make_interval(secs => $1))
           OR status = 2 AND lease_expires_at < now()
                         AND (timestamp_queued IS NULL OR timestamp_queued < lease_expires_at)
       )
@@ -49,6 +50,18 @@ UPDATE {table} AS t SET timestamp_queued = now()
 FROM due
 WHERE t.id = due.id
 RETURNING t.id
+"""
+
+COMPLETE_SENDING_CAMPAIGNS = """
+UPDATE push_campaign AS p
+SET state = 'completed', sent = true, timestamp_completed = now()
+WHERE p.state = 'sending'
+  AND NOT EXISTS (
+      SELECT 1 FROM push_campaign_device AS cd WHERE cd.campaign_id = p.id AND cd.status IN (0, 2)
+  )
+  AND EXISTS (SELECT 1 FROM push_campaign_device AS cd WHERE cd.campaign_id = p.id)
+  AND pg_try_advisory_xact_lock($1, p.id::int)
+RETURNING p.id
 """
 
 TABLES = {"message": "push_message", "campaign_device": "push_campaign_device"}
@@ -88,15 +101,26 @@ class Sweeper:
                     await connection.execute("SELECT pg_advisory_unlock($1)", SWEEPER_LOCK_KEY)
 
     async def sweep(self, connection: asyncpg.Connection) -> int:
-        """Publish every due row once; return how many were published."""
+        """Publish every due row once and complete finished campaigns; return the count."""
+        # A row queued longer ago than the grace period counts as lost only once the
+        # delivery queue has drained: during a large campaign the backlog itself is older
+        # than the grace period, and re-publishing it would only add duplicate messages.
+        queue_drained = await self.publisher.delivery_queue_empty()
         published = 0
         for kind, table in TABLES.items():
-            rows = await connection.fetch(DUE_ROWS.format(table=table), self.grace_s, SWEEP_LIMIT)
+            rows = await connection.fetch(
+                DUE_ROWS.format(table=table), self.grace_s, SWEEP_LIMIT, queue_drained
+            )
             ids = [row["id"] for row in rows]
             if ids:
                 await self.publish(connection, kind, ids)
                 logger.info("sweeper re-published %d %s rows", len(ids), kind)
                 published += len(ids)
+
+        # Two workers finishing a campaign's last rows at the same moment can each miss the
+        # other's rows in their completion check, so the sweeper checks again.
+        for record in await connection.fetch(COMPLETE_SENDING_CAMPAIGNS, EXPANSION_LOCK_CLASS):
+            logger.info("campaign=%s completed", record["id"])
         return published
 
     async def publish(self, connection: asyncpg.Connection, kind: str, ids: list[int]) -> None:

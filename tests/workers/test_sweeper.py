@@ -148,3 +148,47 @@ async def test_failed_publish_leaves_row_unqueued(
 
     assert stored["timestamp_queued"] is None
     assert stored["status"] == 0
+
+
+async def test_sweep_completes_finished_campaign(
+    rows: Rows, pool: asyncpg.Pool, publisher: Publisher
+) -> None:
+    app = await rows.app()
+    finished = await rows.campaign(app, ["user-1"])
+    not_started = await rows.campaign(app, ["user-2"])
+    await pool.execute(
+        "INSERT INTO push_campaign_device (campaign_id, platform, token, status)"
+        " VALUES ($1, 'fcm', 't', 1)",
+        finished,
+    )
+    sweeper = Sweeper(pool, publisher, interval_s=1, grace_s=60)
+
+    async with pool.acquire() as connection:
+        await sweeper.sweep(connection)
+    states = dict(await pool.fetch("SELECT id, state FROM push_campaign"))
+
+    assert states[finished] == "completed"
+    assert states[not_started] == "sending"
+
+
+async def test_stale_rows_wait_while_queue_has_backlog(
+    rows: Rows, pool: asyncpg.Pool, publisher: Publisher
+) -> None:
+    app = await rows.app()
+    device = await rows.device(app, "token-1")
+    stale = await rows.message(app, device, queued=True)
+    await pool.execute(
+        "UPDATE push_message SET next_attempt_at = now() - interval '20 minutes',"
+        " timestamp_queued = now() - interval '10 minutes' WHERE id = $1",
+        stale,
+    )
+    await publisher.publish(publisher.names.delivery, {"kind": "message", "ids": [999999]})
+    sweeper = Sweeper(pool, publisher, interval_s=1, grace_s=60)
+
+    async with pool.acquire() as connection:
+        during_backlog = await sweeper.sweep(connection)
+        await drain(publisher)
+        after_backlog = await sweeper.sweep(connection)
+
+    assert during_backlog == 0
+    assert after_backlog == 1
