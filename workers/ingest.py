@@ -267,8 +267,22 @@ class IngestConsumer:
 
 def parse_object(model: type[Any], document: Any) -> Any:
     """Parse `{"requestObject": ...}` as the REST API does."""
-    envelope = parse_request(ObjectRequest[model], document)  # type: ignore[valid-type]
+    envelope = parse_request(envelope_of(model), document)
     return envelope.request_object
+
+
+# Envelope models by request model. pydantic keeps parametrised generic models only
+# weakly, so building the class again per request would repeat its schema construction.
+ENVELOPES: dict[type[Any], type[Any]] = {}
+
+
+def envelope_of(model: type[Any]) -> type[Any]:
+    """Return the envelope model of a request model, built once per process."""
+    envelope = ENVELOPES.get(model)
+    if envelope is None:
+        envelope = ObjectRequest[model]  # type: ignore[valid-type]
+        ENVELOPES[model] = envelope
+    return envelope
 
 
 def idempotency_key_of(message: AbstractIncomingMessage) -> str | None:
