@@ -60,49 +60,43 @@ class ClaimedRow:
         return f"campaign={self.campaign_id} campaign_device={self.id}"
 
 
-CLAIM_MESSAGES = """
+# The claim of either table: lock the due rows (skipping locked ones), move them to
+# SENDING, and return them with their device. `{columns}` are the table's own columns to
+# return, `{campaign}` the extra join of campaign devices.
+CLAIM_TEMPLATE = """
 WITH picked AS (
-    SELECT id FROM push_message
+    SELECT id FROM {table}
     WHERE id = ANY($1::bigint[])
       AND (status = 0 AND next_attempt_at <= now() OR status = 2 AND lease_expires_at < now())
     ORDER BY id
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
-    UPDATE push_message AS m
-    SET status = 2, lease_expires_at = now() + make_interval(secs => $2), attempts = m.attempts + 1
+    UPDATE {table} AS t
+    SET status = 2, lease_expires_at = now() + make_interval(secs => $2), attempts = t.attempts + 1
     FROM picked
-    WHERE m.id = picked.id
-    RETURNING m.id, m.app_id, m.attempts, m.timestamp_created, m.device_registration_id,
-              m.silent, m.personal, m.priority, m.message_body, m.timestamp_queued
+    WHERE t.id = picked.id
+    RETURNING t.id, t.attempts, t.timestamp_created, t.device_registration_id, t.timestamp_queued,
+              {columns}
 )
 SELECT c.*, d.platform, d.push_token, d.environment, d.timestamp_last_registered,
-       d.timestamp_token_invalidated IS NOT NULL AS token_invalidated
+       d.timestamp_token_invalidated IS NOT NULL AS token_invalidated{campaign_columns}
 FROM claimed AS c
-LEFT JOIN push_device AS d ON d.id = c.device_registration_id
+{campaign_join}LEFT JOIN push_device AS d ON d.id = c.device_registration_id
 """
 
-CLAIM_CAMPAIGN_DEVICES = """
-WITH picked AS (
-    SELECT id FROM push_campaign_device
-    WHERE id = ANY($1::bigint[])
-      AND (status = 0 AND next_attempt_at <= now() OR status = 2 AND lease_expires_at < now())
-    ORDER BY id
-    FOR UPDATE SKIP LOCKED
-), claimed AS (
-    UPDATE push_campaign_device AS cd
-    SET status = 2, lease_expires_at = now() + make_interval(secs => $2), attempts = cd.attempts + 1
-    FROM picked
-    WHERE cd.id = picked.id
-    RETURNING cd.id, cd.campaign_id, cd.attempts, cd.timestamp_created, cd.device_registration_id,
-              cd.timestamp_queued
+CLAIM_MESSAGES = CLAIM_TEMPLATE.format(
+    table="push_message",
+    columns="t.app_id, t.silent, t.personal, t.priority, t.message_body",
+    campaign_columns="",
+    campaign_join="",
 )
-SELECT c.*, d.platform, d.push_token, d.environment, d.timestamp_last_registered,
-       d.timestamp_token_invalidated IS NOT NULL AS token_invalidated,
-       p.app_id, p.state
-FROM claimed AS c
-JOIN push_campaign AS p ON p.id = c.campaign_id
-LEFT JOIN push_device AS d ON d.id = c.device_registration_id
-"""
+
+CLAIM_CAMPAIGN_DEVICES = CLAIM_TEMPLATE.format(
+    table="push_campaign_device",
+    columns="t.campaign_id",
+    campaign_columns=", p.app_id, p.state",
+    campaign_join="JOIN push_campaign AS p ON p.id = c.campaign_id\n",
+)
 
 # The message of each campaign in a batch, read once instead of once per row.
 CAMPAIGN_MESSAGES = """
