@@ -17,22 +17,19 @@ from workers.providers.base import (
     CredentialsMissing,
     Outcome,
     Platform,
-    PreparedPayload,
-    ProviderClient,
     ProviderEndpoints,
     SendResult,
 )
+from workers.providers.bearer_client import BearerTokenClient
 from workers.providers.outcomes import classify_fcm
 from workers.providers.tokens import (
     AccessTokenSource,
     GoogleAccessTokenSource,
-    TokenUnavailable,
     load_service_account,
 )
 from workers.providers.transport import (
     HttpResponse,
     Transport,
-    TransportError,
     TransportFactory,
     parse_retry_after,
 )
@@ -114,8 +111,10 @@ def read_response(response: HttpResponse) -> SendResult:
     )
 
 
-class FcmClient(ProviderClient):
+class FcmClient(BearerTokenClient):
     """Sends to FCM for one application (one Firebase project)."""
+
+    platform = Platform.FCM
 
     def __init__(
         self,
@@ -126,10 +125,8 @@ class FcmClient(ProviderClient):
         transport: Transport,
         tokens: AccessTokenSource,
     ) -> None:
-        self.app_id = app_id
-        self.url = f"{endpoints.fcm_url.rstrip('/')}/v1/projects/{project_id}/messages:send"
-        self.transport = transport
-        self.tokens = tokens
+        url = f"{endpoints.fcm_url.rstrip('/')}/v1/projects/{project_id}/messages:send"
+        super().__init__(app_id=app_id, url=url, transport=transport, tokens=tokens)
 
     @classmethod
     def from_credentials(
@@ -155,46 +152,17 @@ class FcmClient(ProviderClient):
             tokens=GoogleAccessTokenSource(service_account, ca_pem),
         )
 
-    async def send(
-        self, token: str, payload: PreparedPayload, *, apns_id: str, environment: str | None
-    ) -> SendResult:
-        if payload.platform is not Platform.FCM:
-            raise ValueError(f"payload for {payload.platform} given to the FCM client")
-        body = payload.body_for(token)
-
-        result = await self.post(body)
-        if result.status != 401 or result.outcome is not Outcome.CREDENTIALS:
-            return result
-        # A 401 without a third-party error means FCM rejected our access token (revoked
-        # or expired early). FCM's retry guidance is to refresh it once and retry.
-        if result.reason in ("THIRD_PARTY_AUTH_ERROR", "APNS_AUTH_ERROR"):
-            return result
-        return await self.post(body)
-
-    async def post(self, body: bytes) -> SendResult:
-        try:
-            access_token = await self.tokens.token()
-        except TokenUnavailable as error:
-            logger.warning("application %s: %s", self.app_id, error)
-            outcome = Outcome.CREDENTIALS if error.credentials_rejected else Outcome.TRANSIENT
-            return SendResult(outcome, reason="access_token_unavailable")
-
-        headers = [
-            ("authorization", "Bearer " + access_token),
-            ("content-type", "application/json"),
-        ]
-        try:
-            response = await self.transport.request("POST", self.url, headers, body)
-        except TransportError as error:
-            logger.info("FCM request of application %s failed: %s", self.app_id, error)
-            return SendResult(Outcome.TRANSIENT, reason=error.reason)
-
-        if response.status == 401:
-            self.tokens.invalidate(access_token)
+    def read_response(self, response: HttpResponse) -> SendResult:
         return read_response(response)
 
-    async def aclose(self) -> None:
-        await self.transport.aclose()
-        close = getattr(self.tokens, "close", None)
-        if close is not None:
-            close()
+    def token_rejected(self, result: SendResult) -> bool:
+        return result.status == 401
+
+    def retry_with_new_token(self, result: SendResult) -> bool:
+        # A 401 without a third-party error means FCM rejected our access token (revoked
+        # or expired early). FCM's retry guidance is to refresh it once and retry.
+        return (
+            result.status == 401
+            and result.outcome is Outcome.CREDENTIALS
+            and result.reason not in ("THIRD_PARTY_AUTH_ERROR", "APNS_AUTH_ERROR")
+        )

@@ -15,17 +15,15 @@ from workers.providers.base import (
     CredentialsMissing,
     Outcome,
     Platform,
-    PreparedPayload,
-    ProviderClient,
     ProviderEndpoints,
     SendResult,
 )
+from workers.providers.bearer_client import BearerTokenClient
 from workers.providers.outcomes import classify_hms
-from workers.providers.tokens import AccessTokenSource, HmsAccessTokenSource, TokenUnavailable
+from workers.providers.tokens import AccessTokenSource, HmsAccessTokenSource
 from workers.providers.transport import (
     HttpResponse,
     Transport,
-    TransportError,
     TransportFactory,
     parse_retry_after,
 )
@@ -62,8 +60,10 @@ def read_response(response: HttpResponse) -> SendResult:
     )
 
 
-class HmsClient(ProviderClient):
+class HmsClient(BearerTokenClient):
     """Sends to Huawei Push Kit for one application."""
+
+    platform = Platform.HMS
 
     def __init__(
         self,
@@ -74,10 +74,8 @@ class HmsClient(ProviderClient):
         transport: Transport,
         tokens: AccessTokenSource,
     ) -> None:
-        self.app_id = app_id
-        self.url = f"{endpoints.hms_url.rstrip('/')}/v2/{project_id}/messages:send"
-        self.transport = transport
-        self.tokens = tokens
+        url = f"{endpoints.hms_url.rstrip('/')}/v2/{project_id}/messages:send"
+        super().__init__(app_id=app_id, url=url, transport=transport, tokens=tokens)
 
     @classmethod
     def from_credentials(
@@ -105,40 +103,8 @@ class HmsClient(ProviderClient):
             tokens=tokens,
         )
 
-    async def send(
-        self, token: str, payload: PreparedPayload, *, apns_id: str, environment: str | None
-    ) -> SendResult:
-        if payload.platform is not Platform.HMS:
-            raise ValueError(f"payload for {payload.platform} given to the HMS client")
-        body = payload.body_for(token)
+    def read_response(self, response: HttpResponse) -> SendResult:
+        return read_response(response)
 
-        result = await self.post(body)
-        if result.status == 401 or result.reason in ACCESS_TOKEN_CODES:
-            return await self.post(body)
-        return result
-
-    async def post(self, body: bytes) -> SendResult:
-        try:
-            access_token = await self.tokens.token()
-        except TokenUnavailable as error:
-            logger.warning("application %s: %s", self.app_id, error)
-            outcome = Outcome.CREDENTIALS if error.credentials_rejected else Outcome.TRANSIENT
-            return SendResult(outcome, reason="access_token_unavailable")
-
-        headers = [
-            ("authorization", "Bearer " + access_token),
-            ("content-type", "application/json"),
-        ]
-        try:
-            response = await self.transport.request("POST", self.url, headers, body)
-        except TransportError as error:
-            logger.info("HMS request of application %s failed: %s", self.app_id, error)
-            return SendResult(Outcome.TRANSIENT, reason=error.reason)
-
-        result = read_response(response)
-        if result.status == 401 or result.reason in ACCESS_TOKEN_CODES:
-            self.tokens.invalidate(access_token)
-        return result
-
-    async def aclose(self) -> None:
-        await self.transport.aclose()
+    def token_rejected(self, result: SendResult) -> bool:
+        return result.status == 401 or result.reason in ACCESS_TOKEN_CODES
