@@ -1,6 +1,6 @@
 """API keys and roles.
 
-PUSH_API_KEYS holds comma-separated `name:role[+role]:sha256-hex` entries. Keys are random
+PUSH_API_KEYS contains comma-separated `name:role[+role]:sha256-hex` entries. Keys are random
 32-byte values, so an unsalted SHA-256 digest is enough to store them. A caller sends the
 key as `Authorization: Bearer <key>`, or as HTTP Basic credentials with the entry's name as
 user name and the key as password, which is what clients of the original can configure.
@@ -22,7 +22,7 @@ SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
 class Role(enum.StrEnum):
-    """What an API key may do; admin may do everything."""
+    """A permission of an API key; admin includes every other role."""
 
     REGISTRAR = "registrar"
     SENDER = "sender"
@@ -68,7 +68,7 @@ def parse_api_keys(text: str) -> list[ApiKey]:
 
 
 def digest_key(key: str) -> bytes:
-    # A header with bytes that are not UTF-8 arrives with surrogate escapes; it can match no
+    # A header with bytes that are not UTF-8 arrives with surrogate escapes. It can match no
     # key, so it is hashed in a form that cannot fail.
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
 

@@ -1,4 +1,4 @@
-"""What the request logic needs from its process: pool, publisher, settings and clients.
+"""The resources of the request logic in one process: pool, publisher, settings, clients.
 
 The REST API and the AMQP ingest consumer open one `ServiceContext` at start-up with
 `open_context` and pass it to the functions of `shared.devices`, `shared.messages`,

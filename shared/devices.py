@@ -204,7 +204,7 @@ async def create_device(context: ServiceContext, request: CreateDeviceRequest) -
     except asyncpg.UniqueViolationError:
         # ON CONFLICT arbitrates on (app, activation) only. A concurrent identical
         # registration can still hit the (app, token, activation) constraint before its
-        # row is visible to the arbiter; by the retry it is, so the retry updates it.
+        # row is visible to the arbiter. By the retry it is visible, so the retry updates it.
         await context.pool.execute(REGISTER_ACTIVATION, *arguments)
     logger.info(
         "registered device app=%s activation=%s platform=%s",

@@ -19,7 +19,7 @@ PushServerError
 │   ├── FeatureDisabled        the endpoint needs a setting that is off
 │   ├── IdempotencyKeyReused   an Idempotency-Key comes back with a different request
 │   └── CredentialsInvalid     an uploaded APNs key, service account or HMS value is unusable
-├── PowerAuthUnavailable       PowerAuth Server cannot be reached or answers with an error
+├── PowerAuthUnavailable       PowerAuth Server cannot be reached or returns an error
 ├── AuthenticationRequired     no valid API key came with the request
 ├── PermissionDenied           the API key lacks the role the endpoint needs
 └── PublishFailed              the broker did not confirm a publish
@@ -113,7 +113,7 @@ class CredentialsInvalid(RequestRejected):
 
 
 class PowerAuthUnavailable(PushServerError):
-    """PowerAuth Server cannot be reached, times out or answers with an error."""
+    """PowerAuth Server cannot be reached, times out or returns an error."""
 
 
 class AuthenticationRequired(PushServerError):

@@ -1,4 +1,4 @@
-"""The unified message: what a backend asks to show, independent of the provider.
+"""The unified message: the content a backend sends, independent of the provider.
 
 Field names are the PowerAuth Push Server's JSON names, so existing clients send the
 same bodies. `subtitle`, `image`, `threadId`, `mutableContent`, `interruptionLevel` and
@@ -36,7 +36,7 @@ class InterruptionLevel(enum.StrEnum):
 
 
 class MessageBody(BaseModel):
-    """What a notification shows; mapped to each provider by the payload builders."""
+    """The visible content of a notification, mapped to each provider by the payload builders."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -84,7 +84,7 @@ class MessageBody(BaseModel):
 
 
 class MessageAttributes(BaseModel):
-    """How a message is delivered: silent (no alert) and personal (active devices only)."""
+    """Delivery flags of a message: silent (no alert) and personal (active devices only)."""
 
     model_config = ConfigDict(extra="forbid")
 

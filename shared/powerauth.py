@@ -24,7 +24,7 @@ APPLICATION_LIST_PATH = "/rest/v3/application/list"
 
 @dataclass(frozen=True, slots=True)
 class ActivationInfo:
-    """What registration needs to know about an activation."""
+    """The activation facts that registration needs."""
 
     activation_status: str | None
     user_id: str | None
@@ -59,7 +59,7 @@ class PowerAuthClient:
         )
 
     async def list_application_ids(self) -> list[str]:
-        """Return the ids of every application PowerAuth Server knows."""
+        """Return the ids of every application registered in PowerAuth Server."""
         result = await self._call(APPLICATION_LIST_PATH, {})
         applications = result.get("applications") or []
         if not isinstance(applications, list):

@@ -268,14 +268,21 @@ class Worker:
                 await queue.cancel(tag)
         if self.ingest is not None:
             await self.ingest.stop(grace_s)
+
         pending = set(self.stats.in_flight)
         if pending:
             _done, pending = await asyncio.wait(pending, timeout=grace_s)
-        for batch in list(self.batches):
+
+        # Batches still running are cancelled, which releases their rows; the release must
+        # finish before the pool closes.
+        batches = list(self.batches)
+        for batch in batches:
             batch.cancel()
         for task in pending:
             task.cancel()
+        await asyncio.gather(*batches, *pending, return_exceptions=True)
         await sweeper
+
         if self.ingest_context is not None:
             await self.ingest_context.aclose()
         await self.registry.aclose()

@@ -187,8 +187,8 @@ class IngestConsumer:
         request = parse_object(model, document)
         key = idempotency_key_of(message)
         # NOTE: single sends over AMQP cost PostgreSQL about 25 times more per request than
-        # over HTTP (703 against 5,104 requests/s in the ingest benchmark), probably because
-        # their rows are not written in shared statements here; the cause is not found yet.
+        # over HTTP (703 against 5,104 requests/s in the ingest benchmark). A likely cause is
+        # that their rows are not written in shared statements here, but it is unconfirmed.
         result = await send_messages(self.context, request, key, require_publish=True)
         logger.info(
             "AMQP %s of app=%s wrote %d messages%s (message_id %s)",

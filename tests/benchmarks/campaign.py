@@ -191,7 +191,7 @@ async def follow(
     last_print = 0.0
     while True:
         await asyncio.sleep(SAMPLE_INTERVAL_S)
-        # The state first: once it reads `completed`, the count that follows sees every row.
+        # The state first: once it is `completed`, the count that follows includes every row.
         state = await connection.fetchval(
             "SELECT state FROM push_campaign WHERE id = $1", campaign_id
         )

@@ -1,9 +1,10 @@
 """Benchmark of campaign expansion: users into push_campaign_device rows, published.
 
-Builds a database of its own on the local PostgreSQL (`deploy/local/services start`), fills
-it with COPY (devices at 1.5 per user, the demo's mix), then times `CampaignExpander.expand`
-for each size: the chunked INSERT … SELECT and the publishing of the delivery batches to
-RabbitMQ under a queue prefix of its own. Ends with one JSON line of figures.
+Builds a database of its own on the local PostgreSQL (`deploy/local/services start`) and
+fills it with COPY (devices at 1.5 per user, the demo's mix). Then it times
+`CampaignExpander.expand` for each size: the chunked INSERT … SELECT and the publishing of
+the delivery batches to RabbitMQ under a queue prefix of its own. Ends with one JSON line
+of figures.
 
     python -m tests.benchmarks.expansion            # 100,000 and 1,000,000 devices
     python -m tests.benchmarks.expansion --smoke    # 10,000 devices, to check that it runs
@@ -39,6 +40,16 @@ def setting(name: str) -> str:
     return value
 
 
+def platform_of(index: int) -> str:
+    """Return the platform of a device: 60% APNs, 35% FCM, 5% HMS, as in the demo."""
+    share = index % 20
+    if share < 12:
+        return "apns"
+    if share < 19:
+        return "fcm"
+    return "hms"
+
+
 async def fill(pool: asyncpg.Pool, app: int, devices: int) -> int:
     """Insert the devices and a campaign with all their users; return the campaign id."""
     users = int(devices / DEVICES_PER_USER)
@@ -46,7 +57,7 @@ async def fill(pool: asyncpg.Pool, app: int, devices: int) -> int:
         (
             app,
             f"{index % users:08d}",
-            "apns" if index % 20 < 12 else ("fcm" if index % 20 < 19 else "hms"),
+            platform_of(index),
             f"{index:064x}",
             f"activation-{index}",
             True,

@@ -1,4 +1,4 @@
-"""Deleting a sending campaign while a worker holds its claimed rows."""
+"""Deleting a sending campaign while a worker has claimed its rows."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What the delivery workers use from the provider clients.
+"""The interface of the provider clients that the delivery workers use.
 
 A worker builds a payload once per message or campaign (`build_payload`), asks the
 registry for the application's client (`ProviderRegistry.client_for`) and calls
@@ -62,7 +62,7 @@ APNS_ID_NAMESPACE = uuid.UUID("6c3f2a0e-4b1d-5e8a-9f27-1d0c5b7e3a94")
 APNS_ENVIRONMENTS = frozenset({"development", "production"})
 
 # A client replaced by newer credentials is closed after this delay, so sends already
-# in flight on it can finish; it is longer than the transport's request timeout.
+# in flight on it can finish. It is longer than the transport's request timeout.
 RETIRED_CLIENT_GRACE_S = 60.0
 
 
@@ -80,7 +80,7 @@ class Outcome(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class SendResult:
-    """One provider call's outcome and what the provider said.
+    """The outcome of one provider call and the provider's reply details.
 
     `reason` is the provider's reason ("BadDeviceToken", "UNREGISTERED", "80300007") or
     one of ours ("timeout", "connection_error", "environment_mismatch").

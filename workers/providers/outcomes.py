@@ -7,7 +7,7 @@ Sources, quoted per entry:
   rest/v1/ErrorCode) and the google.rpc.Status error format.
 - HMS: Huawei Push Kit server result codes (HMS Core server error code FAQ).
 
-Some reasons say the token is invalid but also appear when the application itself is
+Some reasons mean an invalid token but also appear when the application itself is
 misconfigured (wrong APNs environment, bundle id or FCM project). They are listed in
 CONFIGURATION_SUSPECT_REASONS so the worker can apply its configuration guard before it
 invalidates tokens.
@@ -29,8 +29,8 @@ APNS_REASONS: dict[str, Outcome] = {
     "BadDeviceToken": Outcome.TOKEN_INVALID,
     # 400: the token belongs to another app (topic).
     "DeviceTokenNotForTopic": Outcome.TOKEN_INVALID,
-    # 400: pushing to this topic is not allowed; Apple says fix the configuration, so it
-    # is a configuration suspect.
+    # 400: pushing to this topic is not allowed. Apple's fix is in the configuration, so
+    # it is a configuration suspect.
     "TopicDisallowed": Outcome.TOKEN_INVALID,
     # 400: our request is malformed; retrying the same request cannot help.
     "BadCollapseId": Outcome.MESSAGE_REJECTED,
@@ -44,7 +44,7 @@ APNS_REASONS: dict[str, Outcome] = {
     # 400: the bundle id of the application is wrong or missing: configuration.
     "BadTopic": Outcome.CREDENTIALS,
     "MissingTopic": Outcome.CREDENTIALS,
-    # 400: Apple says reconnect and retry.
+    # 400: Apple's advice is to reconnect and retry.
     "IdleTimeout": Outcome.TRANSIENT,
     # 403: certificate or provider token problems; they never say anything about the
     # device, so they never invalidate a token.
@@ -87,7 +87,7 @@ APNS_STATUSES: dict[int, Outcome] = {
 
 # FCM: FcmError errorCode -> outcome. Source: FCM ErrorCode reference.
 FCM_ERROR_CODES: dict[str, Outcome] = {
-    # 400: bad payload, or a malformed token; fcm.py tells the two apart by the
+    # 400: bad payload, or a malformed token. fcm.py separates the two by the
     # message.token field violation and the "not a valid FCM registration token" text.
     "INVALID_ARGUMENT": Outcome.MESSAGE_REJECTED,
     # 404: the token is no longer valid (app uninstalled, token expired).
@@ -146,7 +146,7 @@ HMS_STATUSES: dict[int, Outcome] = {
     401: Outcome.CREDENTIALS,
     403: Outcome.CREDENTIALS,
     404: Outcome.CREDENTIALS,
-    # Huawei asks to slow down and spread sends on 503 (traffic control).
+    # On 503 (traffic control) Huawei's guidance is to slow down and spread sends.
     503: Outcome.THROTTLED,
 }
 

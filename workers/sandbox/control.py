@@ -44,7 +44,7 @@ class SandboxStartFailed(RuntimeError):
 
 
 class SandboxAdminError(RuntimeError):
-    """The admin endpoint answered a request with an error status."""
+    """The admin endpoint returned an error status."""
 
     def __init__(self, status: int, body: str) -> None:
         super().__init__(f"sandbox admin request failed with HTTP {status}: {body}")
@@ -54,7 +54,7 @@ class SandboxAdminError(RuntimeError):
 
 @dataclass(frozen=True)
 class SandboxUrls:
-    """Where a running sandbox listens; `ca_file` is the CA that signed its certificate."""
+    """The URLs of a running sandbox; `ca_file` is the CA that signed its certificate."""
 
     apns_url: str
     apns_development_url: str
@@ -93,7 +93,7 @@ class SandboxAdmin:
         self.timeout_s = timeout_s
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
-        """Send one admin request and return the decoded JSON answer."""
+        """Send one admin request and return the decoded JSON response."""
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
             self.admin_url + path,

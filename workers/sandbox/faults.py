@@ -92,7 +92,7 @@ class FaultRule:
 
 @dataclass(slots=True)
 class FaultDecision:
-    """What the fired rules ask for: an outcome (or None) and the total added delay."""
+    """The result of the fired rules: an outcome (or None) and the total added delay."""
 
     outcome: str | None
     delay_s: float
@@ -101,7 +101,7 @@ class FaultDecision:
 
 
 def retry_after_header(decision: FaultDecision, now: float) -> list[tuple[bytes, bytes]]:
-    """Return the Retry-After header a decision asks for, or no header."""
+    """Return the Retry-After header of a decision, or no header."""
     if decision.retry_after is None:
         return []
     if decision.retry_after_as_date:
